@@ -1,0 +1,1 @@
+"""Keep a PostgreSQL products table in sync with MediPim's AU catalog."""

@@ -1,0 +1,5 @@
+import sys
+
+from catalogsync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code shared by the operator and both jobs: configuration, logging, progress, storage."""

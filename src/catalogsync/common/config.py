@@ -1,0 +1,173 @@
+"""The environment-variable contract of the jobs, in one place.
+
+The operator writes these variables into the Jobs it builds and the jobs read them back, so both
+sides use the names declared here (``env_name``) rather than string literals of their own. Every
+value is validated when a job starts, and a bad value is a permanent error (exit code 2) that names
+the variable and says what it should look like.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from catalogsync.common.errors import PermanentError
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+"""A PostgreSQL identifier we are willing to interpolate (lower case, unquoted, ≤ 63 bytes)."""
+
+DEFAULT_MEDIPIM_URL = "https://api.au.medipim.com"
+DEFAULT_FILTER: dict[str, Any] = {"status": "active"}
+DEFAULT_SORTING: dict[str, Any] = {"id": "ASC"}
+DEFAULT_TABLE = "public.products"
+DEFAULT_BUCKET = "medipim-raw"
+LATEST_OBJECT = "latest.ndjson"
+
+
+def validate_table_name(value: str) -> str:
+    """Accept ``table`` or ``schema.table`` made of plain identifiers, nothing else.
+
+    Table names end up inside SQL text (identifiers cannot be bind parameters), so this is the only
+    gate between configuration and the SQL parser.
+    """
+    parts = value.split(".")
+    if len(parts) > 2 or not all(IDENTIFIER.match(part) for part in parts):
+        raise ValueError(
+            f"{value!r} is not a valid table name: use 'table' or 'schema.table', each part "
+            "lower-case letters, digits and underscores, starting with a letter or underscore, "
+            "at most 63 characters"
+        )
+    return value if len(parts) == 2 else f"public.{value}"
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f'{what} must be a JSON object, e.g. {{"status": "active"}}') from exc
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{what} must be a JSON object, not {type(parsed).__name__}")
+    return parsed
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class RunSettings(_Settings):
+    """Who this run is, and where its live progress and summary go."""
+
+    run_id: str = Field("local", alias="SYNC_RUN_ID", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    catalog: str = Field("medipim-au", alias="SYNC_CATALOG")
+    cr_namespace: str | None = Field(None, alias="SYNC_CR_NAMESPACE")
+    cr_name: str | None = Field(None, alias="SYNC_CR_NAME")
+    termination_message_path: str = Field(
+        "/dev/termination-log", alias="CATALOGSYNC_TERMINATION_MESSAGE_PATH"
+    )
+    log_format: Literal["auto", "json", "text"] = Field("auto", alias="CATALOGSYNC_LOG_FORMAT")
+    progress_interval: float = Field(3.0, alias="CATALOGSYNC_PROGRESS_INTERVAL", gt=0)
+
+
+class MedipimSettings(_Settings):
+    url: str = Field(DEFAULT_MEDIPIM_URL, alias="MEDIPIM_URL")
+    api_key_id: str = Field("", alias="MEDIPIM_API_KEY_ID", repr=False)
+    api_key_secret: str = Field("", alias="MEDIPIM_API_KEY_SECRET", repr=False)
+    filter: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_FILTER), alias="MEDIPIM_FILTER"
+    )
+    sorting: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_SORTING), alias="MEDIPIM_SORTING"
+    )
+    credentials_secret: str = Field("medipim-credentials", alias="MEDIPIM_CREDENTIALS_SECRET")
+    """Only used to name the Secret in error messages; the values arrive as env vars."""
+
+    @field_validator("filter", "sorting", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> dict[str, Any]:
+        return _json_object(value, "MEDIPIM_FILTER / MEDIPIM_SORTING")
+
+
+class StorageSettings(_Settings):
+    url: str = Field(..., alias="STORAGE_URL")
+    """``https://<ref>.supabase.co``, a URL ending in ``/storage/v1``, or ``file:///dir``."""
+    bucket: str = Field(DEFAULT_BUCKET, alias="STORAGE_BUCKET", pattern=r"^[A-Za-z0-9_.-]+$")
+    prefix: str = Field("", alias="STORAGE_PREFIX")
+    service_role_key: str = Field("", alias="STORAGE_SERVICE_ROLE_KEY", repr=False)
+    credentials_secret: str = Field("supabase-storage", alias="STORAGE_CREDENTIALS_SECRET")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("STORAGE_PREFIX must be a relative key prefix such as 'au/'")
+        return value if not value or value.endswith("/") else f"{value}/"
+
+    def run_key(self, run_id: str) -> str:
+        return f"{self.prefix}runs/{run_id}.ndjson"
+
+    @property
+    def latest_key(self) -> str:
+        return f"{self.prefix}{LATEST_OBJECT}"
+
+
+class DatabaseSettings(_Settings):
+    url: str = Field(..., alias="DATABASE_URL", repr=False)
+    table: str = Field(DEFAULT_TABLE, alias="DATABASE_TABLE")
+    credentials_secret: str = Field("catalog-database", alias="DATABASE_CREDENTIALS_SECRET")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        return validate_table_name(value)
+
+
+class FetcherSettings(_Settings):
+    chunk_size: int = Field(6 * 1024 * 1024, alias="FETCHER_CHUNK_SIZE", ge=256 * 1024)
+    max_attempts: int = Field(5, alias="FETCHER_MAX_ATTEMPTS", ge=1, le=50)
+    timeout: float = Field(1800.0, alias="FETCHER_TIMEOUT", gt=0)
+    """Seconds without a byte before a stream counts as stalled."""
+    read_timeout: float = Field(120.0, alias="FETCHER_READ_TIMEOUT", gt=0)
+    publish_empty: bool = Field(False, alias="FETCHER_PUBLISH_EMPTY")
+    scratch_dir: str | None = Field(None, alias="FETCHER_SCRATCH_DIR")
+
+
+class MaintainerSettings(_Settings):
+    chunk_size: int = Field(5000, alias="MAINTAINER_CHUNK_SIZE", ge=100, le=100_000)
+    dry_run: bool = Field(False, alias="MAINTAINER_DRY_RUN")
+    delete_missing: bool = Field(False, alias="MAINTAINER_DELETE_MISSING")
+    max_delete_fraction: float = Field(0.05, alias="MAINTAINER_MAX_DELETE_FRACTION", ge=0, le=1)
+    max_invalid_fraction: float = Field(0.01, alias="MAINTAINER_MAX_INVALID_FRACTION", ge=0, le=1)
+    object: str | None = Field(None, alias="MAINTAINER_OBJECT")
+    """Storage key to process; default: this run's object, or ``latest.ndjson`` in MaintainOnly."""
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Read ``cls`` from the environment, turning validation errors into one clear message."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{name}: {error['msg']}")
+        raise PermanentError(
+            "invalid configuration: " + "; ".join(problems) + " (fix the environment variables "
+            "named here; the README lists them all)",
+            reason="InvalidConfiguration",
+        ) from None
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable behind ``cls.field``, for code that writes the contract."""
+    alias = cls.model_fields[field].alias
+    assert alias is not None, f"{cls.__name__}.{field} has no env alias"
+    return alias

@@ -1,0 +1,36 @@
+"""How every part of the project talks to the Kubernetes API.
+
+``KUBECONFIG`` wins over the in-cluster service account, so the same code runs in a pod, on a
+laptop, and under the test suite's process kubelet (which hands each pod a kubeconfig minted for
+the pod's own ServiceAccount).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+GROUP = "catalogsync.io"
+VERSION = "v1alpha1"
+KIND = "CatalogSync"
+PLURAL = "catalogsyncs"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+async def api_client() -> Any:
+    """An authenticated ``kubernetes_asyncio`` ApiClient; the caller closes it."""
+    from kubernetes_asyncio import client, config
+
+    if os.environ.get("KUBECONFIG"):
+        configuration = client.Configuration()
+        await config.load_kube_config(client_configuration=configuration)
+    else:
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+async def custom_objects_api() -> Any:
+    from kubernetes_asyncio import client
+
+    return client.CustomObjectsApi(await api_client())

@@ -1,0 +1,8 @@
+"""Session-wide fixtures: every server a test talks to is real and started here, on loopback."""
+
+pytest_plugins = [
+    "tests.plugins.postgres",
+    "tests.plugins.storage",
+    "tests.plugins.medipim",
+    "tests.plugins.kube",
+]
