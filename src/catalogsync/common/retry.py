@@ -1,0 +1,58 @@
+"""How the jobs wait between attempts: exponential backoff with jitter, bounded by a count.
+
+One policy object travels from the settings to every place that retries (the MediPim stream, the
+storage client), so tests can shorten every wait with two environment variables.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    """Tries in all, the first one included."""
+    initial: float = 1.0
+    """Seconds before the second try; doubled (plus up to ``initial`` of jitter) each time."""
+    maximum: float = 60.0
+    """No single wait is longer than this."""
+
+    def retrying(
+        self, retry_on: type[BaseException] | tuple[type[BaseException], ...], what: str
+    ) -> AsyncRetrying:
+        """A tenacity loop that re-raises the last error once the attempts are spent."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning(
+                "%s failed (attempt %d of %d), retrying in %.1fs: %s",
+                what,
+                state.attempt_number,
+                self.attempts,
+                wait,
+                error,
+            )
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential_jitter(
+                initial=self.initial, max=self.maximum, jitter=self.initial
+            ),
+            retry=retry_if_exception_type(retry_on),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
