@@ -16,6 +16,7 @@ from catalogsync.common.storage import (
     open_storage,
     semantic_status,
     storage_api_url,
+    tus_action,
 )
 
 
@@ -49,6 +50,32 @@ def test_supabase_error_shapes() -> None:
     assert not is_auth_failure(400, missing)
     assert semantic_status(400, missing) == 404
     assert semantic_status(502, b"<html>") == 502
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "phase", "expected"),
+    [
+        (None, None, "patch", "retry"),
+        (502, b"bad gateway", "patch", "retry"),
+        (409, b"Upload-Offset conflict", "patch", "retry"),
+        (400, b"Request aborted due to lock acquired", "patch", "retry"),
+        (404, b"The file for this url was not found", "resume", "restart"),
+        (410, b"The file for this url no longer exists", "patch", "restart"),
+        (404, b"Bucket not found", "create", "fatal"),
+        (413, b"Maximum size exceeded", "create", "fatal"),
+        (403, b"new row violates row-level security policy", "create", "credentials"),
+        (
+            400,
+            b'{"statusCode":"403","code":"AccessDenied","message":"Invalid Compact JWS"}',
+            "create",
+            "credentials",
+        ),
+    ],
+)
+def test_tus_failure_decisions(
+    status: int | None, body: bytes | None, phase: str, expected: str
+) -> None:
+    assert tus_action(status, body, phase) == expected
 
 
 async def test_open_storage_requires_the_service_role_key() -> None:

@@ -7,6 +7,7 @@ storage client), so tests can shorten every wait with two environment variables.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 
 from tenacity import (
@@ -28,6 +29,11 @@ class RetryPolicy:
     """Seconds before the second try; doubled (plus up to ``initial`` of jitter) each time."""
     maximum: float = 60.0
     """No single wait is longer than this."""
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (1-based), with jitter."""
+        base = self.initial * 2.0 ** max(0, failures - 1)
+        return min(self.maximum, base + random.uniform(0, self.initial))
 
     def retrying(
         self, retry_on: type[BaseException] | tuple[type[BaseException], ...], what: str

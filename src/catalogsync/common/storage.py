@@ -8,6 +8,7 @@ demo and for users without Supabase. ``open_storage`` picks one from ``STORAGE_U
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -15,7 +16,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
@@ -24,6 +25,7 @@ import orjson
 from catalogsync.common.config import StorageSettings
 from catalogsync.common.errors import PermanentError, SyncError, TransientError
 from catalogsync.common.retry import RetryPolicy
+from catalogsync.common.tus import TusCommunicationError, describe, new_uploader
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,32 @@ def credentials_error(secret: str, detail: str) -> PermanentError:
     )
 
 
+NDJSON = "application/x-ndjson"
+CACHE_SECONDS = "60"
+"""``cacheControl`` of uploads: ``latest.ndjson`` gets overwritten, so CDN copies stay short."""
+
+TusAction = Literal["retry", "restart", "credentials", "fatal"]
+
+
+def tus_action(status: int | None, content: bytes | str | None, phase: str) -> TusAction:
+    """What to do after a failed TUS request in ``phase`` (``create``, ``resume`` or ``patch``).
+
+    No status means the connection failed: retry. 404/410 on an existing upload means it expired
+    or vanished: start a new one. 409 (offset conflict) and lock contention: ask for the offset.
+    """
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content or ""
+    raw = text.encode()
+    if status is None or status in (408, 409, 423, 429) or status >= 500:
+        return "retry"
+    if is_auth_failure(status, raw):
+        return "credentials"
+    if status in (404, 410) and phase != "create":
+        return "restart"
+    if status == 400 and "lock" in text.lower():
+        return "retry"
+    return "fatal"
+
+
 class SupabaseStorage:
     """Supabase Storage over HTTP: TUS uploads, ``/object/copy`` to publish, streamed reads."""
 
@@ -274,7 +302,7 @@ class SupabaseStorage:
                         f"downloading {key} failed after {failures} attempts: {exc!r}",
                         reason="StorageUnavailable",
                     ) from exc
-                delay = min(self.retry.maximum, self.retry.initial * 2 ** (failures - 1))
+                delay = self.retry.delay(failures)
                 log.warning(
                     "downloading %s interrupted at byte %d (%r); resuming in %.1fs",
                     key,
@@ -292,10 +320,129 @@ class SupabaseStorage:
         metadata: Mapping[str, str],
         progress: UploadProgress | None = None,
     ) -> ObjectInfo:
-        raise NotImplementedError
+        """Uploads ``source`` over TUS in ``chunk_size`` PATCHes, with ``x-upsert`` on each.
+
+        Every call creates a new upload: nothing is remembered across calls or processes, so a
+        second upload of the same key never "resumes" a finished one. Within the call, a failed
+        request is followed by a HEAD and only the bytes the server has not acknowledged are sent
+        again; an upload URL that expired or vanished (404/410) starts a new upload.
+        """
+        size = (await asyncio.to_thread(source.stat)).st_size
+        tus_metadata = {
+            "bucketName": self.bucket,
+            "objectName": key,
+            "contentType": NDJSON,
+            "cacheControl": CACHE_SECONDS,
+            "metadata": orjson.dumps(dict(metadata)).decode(),
+        }
+        with source.open("rb") as handle:
+            uploader = new_uploader(
+                f"{self.api_url}/upload/resumable",
+                headers={**self.headers, "x-upsert": "true"},
+                stream=handle,
+                chunk_size=self.chunk_size,
+                metadata=tus_metadata,
+                timeout=self.timeout,
+            )
+            await self._send(uploader, key, size, progress)
+        stored = await self.info(key)
+        if stored is None or stored.size != size:
+            raise TransientError(
+                f"uploaded {size} bytes to {key} but the server holds "
+                f"{'nothing' if stored is None else stored.size}",
+                reason="UploadIncomplete",
+            )
+        return stored
+
+    async def _send(
+        self, uploader: Any, key: str, size: int, progress: UploadProgress | None
+    ) -> None:
+        """The TUS state machine: create, PATCH until done, HEAD after any failure."""
+        failures = 0
+        stale_offset = False
+        while True:
+            phase = "create" if uploader.url is None else "resume" if stale_offset else "patch"
+            try:
+                if uploader.url is None:
+                    uploader.set_url(await asyncio.to_thread(uploader.create_url))
+                    uploader.offset = 0
+                    log.info("created upload of %s (%d bytes): %s", key, size, uploader.url)
+                elif stale_offset:
+                    uploader.offset = await asyncio.to_thread(uploader.get_offset)
+                    log.info("resuming upload of %s at byte %d", key, uploader.offset)
+                stale_offset = False
+                if uploader.offset >= size:
+                    return
+                await asyncio.to_thread(uploader.upload_chunk)
+                failures = 0
+                if progress is not None:
+                    await progress(uploader.offset, size)
+            except TusCommunicationError as exc:
+                action = tus_action(exc.status_code, exc.response_content, phase)
+                detail = describe(exc)
+                if action == "credentials":
+                    raise credentials_error(self.credentials_secret, detail) from exc
+                if action == "fatal":
+                    raise self._tus_rejected(key, exc.status_code, detail) from exc
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise TransientError(
+                        f"uploading {key} failed {failures} times in a row, last: {detail}",
+                        reason="StorageUnavailable",
+                    ) from exc
+                if action == "restart":
+                    log.warning("upload URL of %s is gone (%s); starting a new upload", key, detail)
+                    uploader.url = None
+                    continue
+                delay = self.retry.delay(failures)
+                log.warning(
+                    "uploading %s failed at byte %d (%s); asking the server for its offset "
+                    "in %.1fs",
+                    key,
+                    uploader.offset,
+                    detail,
+                    delay,
+                )
+                stale_offset = True
+                await asyncio.sleep(delay)
+
+    def _tus_rejected(self, key: str, status: int | None, detail: str) -> PermanentError:
+        if status == 404:
+            return PermanentError(
+                f"bucket '{self.bucket}' does not exist in {self.api_url}: create it or set "
+                "STORAGE_BUCKET",
+                reason="BucketNotFound",
+            )
+        if status == 413:
+            return PermanentError(
+                f"{key} is larger than the storage size limit ({detail}): raise the project's "
+                f"upload limit or the file_size_limit of bucket '{self.bucket}'",
+                reason="ObjectTooLarge",
+            )
+        return PermanentError(
+            f"storage refused the upload of {key}: {detail}", reason="StorageRejected"
+        )
 
     async def publish(self, source_key: str, dest_key: str, *, metadata: Mapping[str, str]) -> None:
-        raise NotImplementedError
+        """Server-side copy with ``x-upsert``: Supabase swaps the object row in one transaction."""
+        headers = {
+            "x-upsert": "true",
+            "x-metadata": base64.b64encode(orjson.dumps(dict(metadata))).decode(),
+        }
+        body = {"bucketId": self.bucket, "sourceKey": source_key, "destinationKey": dest_key}
+        retryable = (TransientError, httpx.TransportError)
+        async for attempt in self.retry.retrying(retryable, f"publishing {dest_key}"):
+            with attempt:
+                response = await self._http.post("/object/copy", json=body, headers=headers)
+                if not response.is_success:
+                    raise self._fail(
+                        response, f"copying {source_key} to {dest_key}", response.content
+                    )
+        source, published = await self.info(source_key), await self.info(dest_key)
+        if source is None or published is None or published.size != source.size:
+            raise TransientError(
+                f"after copying {source_key} to {dest_key} the sizes differ", reason="PublishFailed"
+            )
 
     async def aclose(self) -> None:
         await self._http.aclose()
