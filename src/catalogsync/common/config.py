@@ -131,8 +131,12 @@ class FetcherSettings(_Settings):
     chunk_size: int = Field(6 * 1024 * 1024, alias="FETCHER_CHUNK_SIZE", ge=256 * 1024)
     max_attempts: int = Field(5, alias="FETCHER_MAX_ATTEMPTS", ge=1, le=50)
     timeout: float = Field(1800.0, alias="FETCHER_TIMEOUT", gt=0)
-    """Seconds without a byte before a stream counts as stalled."""
+    """Seconds one stream attempt may take from request to last byte."""
     read_timeout: float = Field(120.0, alias="FETCHER_READ_TIMEOUT", gt=0)
+    """Seconds without a byte before a stream (or a storage request) counts as stalled."""
+    backoff_initial: float = Field(2.0, alias="FETCHER_BACKOFF_INITIAL", ge=0)
+    """Seconds before the first retry; doubled after each failure, plus jitter."""
+    backoff_max: float = Field(60.0, alias="FETCHER_BACKOFF_MAX", ge=0)
     publish_empty: bool = Field(False, alias="FETCHER_PUBLISH_EMPTY")
     scratch_dir: str | None = Field(None, alias="FETCHER_SCRATCH_DIR")
 
