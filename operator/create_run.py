@@ -7,8 +7,9 @@ and succeeds without starting a second sync. A Job made with
 ``kubectl create job --from=cronjob/<name>`` has no scheduled time: that is a manual run, named
 from the Job's creation time plus a suffix derived from the Job's UID (still idempotent per Job).
 
-The CatalogSync body comes from a template file (the chart mounts it from a ConfigMap), so what a
-scheduled run does is reviewed in ``helm diff`` like any other manifest.
+The CatalogSync body comes from a template (the chart keeps it in a ConfigMap and hands it over in
+``CATALOGSYNC_RUN_TEMPLATE``), so what a scheduled run does is reviewed in ``helm diff`` like any
+other manifest.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ CREATED_BY_JOB_ANNOTATION = "catalogsync.io/created-by-job"
 MAX_NAME_LENGTH = 52
 """The CRD's limit, so that ``<name>-maintainer`` still fits a 63-character Job name."""
 DEFAULT_PREFIX = "medipim-au"
+TEMPLATE_ENV = "CATALOGSYNC_RUN_TEMPLATE"
+"""Holds the template's text (YAML or JSON); the chart sets it from a ConfigMap key."""
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 _PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -138,37 +141,49 @@ def build_run(
     return body
 
 
-def load_template(path: str) -> dict[str, Any]:
-    """Read a CatalogSync manifest (or ``spec: {}`` alone) to stamp out runs from."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
+def read_template(path: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The template's text and where it came from: ``--template FILE``, else the env variable."""
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8"), path
+        except OSError as exc:
+            raise PermanentError(
+                f"cannot read the run template {path}: {exc.strerror}",
+                reason="InvalidConfiguration",
+            ) from None
+    text = environ.get(TEMPLATE_ENV, "")
+    if not text.strip():
         raise PermanentError(
-            f"cannot read the run template {path}: {exc.strerror} (pass --template or set "
-            "CATALOGSYNC_RUN_TEMPLATE to a CatalogSync manifest)",
+            f"no run template: pass --template FILE or set {TEMPLATE_ENV} to a CatalogSync "
+            "manifest (the chart fills it from its run-template ConfigMap)",
             reason="InvalidConfiguration",
-        ) from None
+        )
+    return text, TEMPLATE_ENV
+
+
+def parse_template(text: str, source: str) -> dict[str, Any]:
+    """Check a CatalogSync manifest (or ``spec: {}`` alone) to stamp out runs from."""
     try:
         template = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise PermanentError(
-            f"run template {path} is not valid YAML: {exc}", reason="InvalidConfiguration"
+            f"run template {source} is not valid YAML: {exc}", reason="InvalidConfiguration"
         ) from None
     if not isinstance(template, dict):
         raise PermanentError(
-            f"run template {path} must be a mapping (a CatalogSync manifest)",
+            f"run template {source} must be a mapping (a CatalogSync manifest)",
             reason="InvalidConfiguration",
         )
     if template.get("kind", KIND) != KIND or template.get("apiVersion", API_VERSION) != API_VERSION:
         raise PermanentError(
-            f"run template {path} is a {template.get('apiVersion')}/{template.get('kind')}; "
+            f"run template {source} is a {template.get('apiVersion')}/{template.get('kind')}; "
             f"it must be a {API_VERSION} {KIND}",
             reason="InvalidConfiguration",
         )
     meta = template.get("metadata") or {}
     if "name" in meta or "generateName" in meta:
         raise PermanentError(
-            f"run template {path} sets metadata.name/generateName; remove it, runs are named "
+            f"run template {source} sets metadata.name/generateName; remove it, runs are named "
             "from their scheduled time (use --prefix to change the first part)",
             reason="InvalidConfiguration",
         )
@@ -187,7 +202,7 @@ async def _create(args: argparse.Namespace) -> str:
     from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
-    template = load_template(args.template)
+    template = parse_template(*read_template(args.template, os.environ))
     namespace = current_namespace(args.namespace)
     async with await api_client() as api:
         job: dict[str, Any] | None = None
@@ -250,8 +265,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--template",
-        default=os.environ.get("CATALOGSYNC_RUN_TEMPLATE", "/etc/catalogsync/run.yaml"),
-        help="CatalogSync manifest without a name (env CATALOGSYNC_RUN_TEMPLATE)",
+        metavar="FILE",
+        help=f"CatalogSync manifest without a name (default: the manifest in ${TEMPLATE_ENV})",
     )
     p.add_argument(
         "--prefix",

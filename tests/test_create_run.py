@@ -13,10 +13,12 @@ from catalogsync.operator import create_run
 from catalogsync.operator.create_run import (
     MAX_NAME_LENGTH,
     SCHEDULED_TIMESTAMP_ANNOTATION,
+    TEMPLATE_ENV,
     Firing,
     build_run,
     firing_from_job,
-    load_template,
+    parse_template,
+    read_template,
     run_name,
 )
 
@@ -137,21 +139,36 @@ def test_build_run_of_a_bare_manual_run_has_an_empty_spec() -> None:
     assert body["metadata"]["annotations"] == {}
 
 
-def test_load_template_accepts_a_manifest_and_rejects_names(tmp_path: Path) -> None:
+def test_template_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    manifest = "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: Full}\n"
     good = tmp_path / "run.yaml"
-    good.write_text("apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: Full}\n")
-    assert load_template(str(good))["spec"] == {"mode": "Full"}
-    named = tmp_path / "named.yaml"
-    named.write_text("metadata: {name: fixed}\nspec: {}\n")
+    good.write_text(manifest)
+    assert read_template(str(good), {TEMPLATE_ENV: "ignored"}) == (manifest, str(good))
+    assert read_template(None, {TEMPLATE_ENV: manifest}) == (manifest, TEMPLATE_ENV)
+    with pytest.raises(PermanentError, match="cannot read the run template"):
+        read_template(str(tmp_path / "missing.yaml"), {})
+    with pytest.raises(PermanentError, match=f"set {TEMPLATE_ENV}"):
+        read_template(None, {TEMPLATE_ENV: "  "})
+
+
+def test_parse_template_accepts_a_manifest_or_json_and_rejects_names() -> None:
+    text = "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: Full}\n"
+    assert parse_template(text, "t")["spec"] == {"mode": "Full"}
+    assert parse_template('{"spec": {"catalog": "x"}}', "t") == {"spec": {"catalog": "x"}}
+    assert parse_template("", "t") == {}
     with pytest.raises(PermanentError, match="named from their scheduled time"):
-        load_template(str(named))
-    wrong = tmp_path / "wrong.yaml"
-    wrong.write_text("apiVersion: v1\nkind: ConfigMap\n")
+        parse_template("metadata: {name: fixed}\nspec: {}\n", "t")
     with pytest.raises(PermanentError, match=r"must be a catalogsync\.io/v1alpha1 CatalogSync"):
-        load_template(str(wrong))
-    with pytest.raises(PermanentError, match="CATALOGSYNC_RUN_TEMPLATE"):
-        load_template(str(tmp_path / "missing.yaml"))
+        parse_template("apiVersion: v1\nkind: ConfigMap\n", "t")
+    with pytest.raises(PermanentError, match="not valid YAML"):
+        parse_template("spec: [", "t")
+    with pytest.raises(PermanentError, match="must be a mapping"):
+        parse_template("- a\n- b\n", "t")
 
 
-def test_main_reports_a_missing_template_as_a_permanent_failure(tmp_path: Path) -> None:
+def test_main_reports_a_missing_template_as_a_permanent_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TEMPLATE_ENV, raising=False)
     assert create_run.main(["--template", str(tmp_path / "nope.yaml"), "--log-format", "text"]) == 2
+    assert create_run.main(["--log-format", "text"]) == 2
