@@ -82,6 +82,30 @@ function respondAfterBody(req, respond) {
   req.resume()
 }
 
+function drain(req) {
+  return new Promise((resolve) => {
+    if (req.complete || req.readableEnded || req.destroyed) {
+      resolve()
+      return
+    }
+    req.on('end', resolve)
+    req.on('close', resolve)
+    req.on('error', resolve)
+    req.resume()
+  })
+}
+
+// Like tusServer.handle(), but an error answer waits until the client has sent its whole body:
+// tus answers a refused PATCH before reading it, and closing the socket under a client that is
+// still sending makes it see a connection reset instead of the status.
+async function handleTus(tusServer, srvx, req, res) {
+  const response = await tusServer.handleWeb(new srvx.NodeRequest({req, res}))
+  if (response.status >= 400) {
+    await drain(req)
+  }
+  return srvx.sendNodeResponse(res, response)
+}
+
 function exitWithParent(parentPid) {
   const timer = setInterval(() => {
     try {
@@ -97,7 +121,11 @@ function exitWithParent(parentPid) {
 async function main() {
   const config = parseOptions(process.argv.slice(2))
   const load = loader(config.nodePrefix)
-  const [tus, fileStore] = await Promise.all([load('@tus/server'), load('@tus/file-store')])
+  const [tus, fileStore, srvx] = await Promise.all([
+    load('@tus/server'),
+    load('@tus/file-store'),
+    load('srvx/node'),
+  ])
 
   const catalog = new Catalog(config.dataDir)
   for (const id of config.buckets) {
@@ -125,7 +153,7 @@ async function main() {
           const denied = ERRORS.accessDenied()
           return respondAfterBody(req, () => sendJson(res, 400, denied.render()))
         }
-        return await tusServer.handle(req, res)
+        return await handleTus(tusServer, srvx, req, res)
       }
       if (pathname === `${PREFIX}/status`) {
         req.resume()
