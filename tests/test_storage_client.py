@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from catalogsync.common.config import StorageSettings
+from catalogsync.common.config import DEFAULT_BUCKET, StorageSettings
 from catalogsync.common.errors import PermanentError
+from catalogsync.common.retry import RetryPolicy
 from catalogsync.common.storage import (
     FileStorage,
     SupabaseStorage,
@@ -18,6 +21,8 @@ from catalogsync.common.storage import (
     storage_api_url,
     tus_action,
 )
+from catalogsync.dev.storage_server import StorageServer
+from tests.plugins.storage import MakeStorageServer
 
 
 def settings_for(url: str, **env: str) -> StorageSettings:
@@ -136,3 +141,145 @@ async def test_file_storage_stream_of_missing_object(tmp_path: Path) -> None:
         async for _ in storage.stream("nope.ndjson"):
             pass
     assert caught.value.reason == "ObjectNotFound"
+
+
+# --- against the local Supabase Storage server ------------------------------------------------
+
+CHUNK = 256 * 1024
+QUICK = RetryPolicy(attempts=8, initial=0.05, maximum=0.5)
+
+
+def catalog_file(path: Path, size: int) -> tuple[Path, str]:
+    line = b'{"meta":{"index":0,"total":1},"result":{"id":"M000000000"}}\n'
+    data = (line * (size // len(line) + 1))[:size]
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def supabase(server: StorageServer, **options: Any) -> SupabaseStorage:
+    key = server.headers["apikey"]
+    return SupabaseStorage(
+        server.url, DEFAULT_BUCKET, key, chunk_size=CHUNK, retry=QUICK, **options
+    )
+
+
+async def read_all(storage: SupabaseStorage, key: str) -> bytes:
+    return b"".join([chunk async for chunk in storage.stream(key)])
+
+
+async def test_supabase_upload_publish_stream_info(
+    storage_server: StorageServer, tmp_path: Path
+) -> None:
+    source, digest = catalog_file(tmp_path / "c.ndjson", 5 * CHUNK + 123)
+    storage = supabase(storage_server)
+    run_key, latest_key = "client-test/runs/r1.ndjson", "client-test/latest.ndjson"
+    try:
+        assert await storage.info(run_key) is None
+        seen: list[int] = []
+
+        async def progress(sent: int, size: int) -> None:
+            seen.append(sent)
+
+        stored = await storage.upload(
+            run_key, source, metadata={"sha256": digest, "records": "7"}, progress=progress
+        )
+        assert stored.size == source.stat().st_size
+        assert seen == [CHUNK * i for i in range(1, 6)] + [stored.size]
+        await storage.publish(run_key, latest_key, metadata={"sha256": digest, "records": "7"})
+        for key in (run_key, latest_key):
+            info = await storage.info(key)
+            assert info is not None
+            assert info.metadata == {"sha256": digest, "records": "7"}
+            assert hashlib.sha256(await read_all(storage, key)).hexdigest() == digest
+    finally:
+        await storage.aclose()
+
+
+async def test_supabase_upload_resumes_after_a_server_crash(
+    make_storage_server: MakeStorageServer, tmp_path: Path
+) -> None:
+    """The server dies after the second chunk; the client resumes from the server's offset."""
+    server = await make_storage_server()
+    source, digest = catalog_file(tmp_path / "c.ndjson", 8 * CHUNK + 5)
+    size = source.stat().st_size
+    storage = supabase(server)
+    restarted: list[asyncio.Task[None]] = []
+
+    async def come_back() -> None:
+        await asyncio.sleep(0.5)
+        await server.start()
+
+    async def progress(sent: int, _size: int) -> None:
+        if sent == 2 * CHUNK and not restarted:
+            await server.kill()
+            restarted.append(asyncio.create_task(come_back()))
+
+    try:
+        await storage.upload("runs/crash.ndjson", source, metadata={}, progress=progress)
+        assert restarted
+        assert hashlib.sha256(await read_all(storage, "runs/crash.ndjson")).hexdigest() == digest
+        stats = await server.stats()
+        assert stats.requests.get("POST upload") == 1
+        assert stats.upload_bytes_received < size + CHUNK
+        assert stats.requests.get("HEAD upload", 0) >= 1
+    finally:
+        await storage.aclose()
+
+
+async def test_supabase_same_key_twice_is_a_fresh_upload(
+    make_storage_server: MakeStorageServer, tmp_path: Path
+) -> None:
+    server = await make_storage_server()
+    storage = supabase(server)
+    first, _ = catalog_file(tmp_path / "a.ndjson", 3 * CHUNK)
+    second = tmp_path / "b.ndjson"
+    second.write_bytes(first.read_bytes()[: 2 * CHUNK] + b"x" * CHUNK)  # same head, same size
+    try:
+        await storage.upload("runs/same.ndjson", first, metadata={})
+        await storage.upload("runs/same.ndjson", second, metadata={})
+        assert await read_all(storage, "runs/same.ndjson") == second.read_bytes()
+        stats = await server.stats()
+        assert stats.requests.get("POST upload") == 2
+        assert stats.upload_bytes_received == 6 * CHUNK
+    finally:
+        await storage.aclose()
+
+
+async def test_supabase_rejected_key_names_the_secret(
+    storage_server: StorageServer, tmp_path: Path
+) -> None:
+    source, _ = catalog_file(tmp_path / "c.ndjson", 1000)
+    storage = SupabaseStorage(
+        storage_server.url, DEFAULT_BUCKET, "not-the-key", credentials_secret="sb", retry=QUICK
+    )
+    try:
+        for call in (
+            storage.info("x.ndjson"),
+            storage.upload("x.ndjson", source, metadata={}),
+            storage.publish("x.ndjson", "y.ndjson", metadata={}),
+        ):
+            with pytest.raises(PermanentError, match=r"'serviceRoleKey' of Secret 'sb'") as caught:
+                await call
+            assert caught.value.reason == "InvalidCredentials"
+            assert "not-the-key" not in str(caught.value)
+    finally:
+        await storage.aclose()
+
+
+async def test_supabase_missing_bucket_and_object(
+    storage_server: StorageServer, tmp_path: Path
+) -> None:
+    key = storage_server.headers["apikey"]
+    storage = SupabaseStorage(storage_server.url, "no-such-bucket", key, retry=QUICK)
+    source, _ = catalog_file(tmp_path / "c.ndjson", 1000)
+    present = supabase(storage_server)
+    try:
+        with pytest.raises(PermanentError) as caught:
+            await storage.upload("x.ndjson", source, metadata={})
+        assert caught.value.reason == "BucketNotFound"
+        with pytest.raises(PermanentError) as missing:
+            await read_all(present, "client-test/none.ndjson")
+        assert missing.value.reason == "ObjectNotFound"
+    finally:
+        await storage.aclose()
+        await present.aclose()

@@ -15,7 +15,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,7 @@ class RetryPolicy:
 
         return AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(
-                initial=self.initial, max=self.maximum, jitter=self.initial
-            ),
+            wait=lambda state: self.delay(state.attempt_number),
             retry=retry_if_exception_type(retry_on),
             before_sleep=before_sleep,
             reraise=True,
