@@ -1,0 +1,163 @@
+"""``catalogsync fetch``: MediPim's product stream into storage, published as ``latest.ndjson``.
+
+The stream is written to a scratch file while every line is checked; only a complete, valid
+stream is uploaded (TUS needs the length up front) and then published. Configuration comes from
+environment variables, listed in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from catalogsync.common.config import (
+    FetcherSettings,
+    MedipimSettings,
+    RunSettings,
+    StorageSettings,
+    load,
+)
+from catalogsync.common.errors import PermanentError
+from catalogsync.common.jobs import run_job
+from catalogsync.common.progress import Reporters, Snapshot, reporters_for
+from catalogsync.common.retry import RetryPolicy
+from catalogsync.common.storage import open_storage
+from catalogsync.fetcher.publish import store_catalog
+from catalogsync.fetcher.stream import StreamDownloader, describe_request
+
+log = logging.getLogger(__name__)
+
+STAGE = "fetcher"
+
+
+class FetchProgress:
+    """Turns download and upload callbacks into snapshots with the status field names."""
+
+    def __init__(self, reporter: Reporters) -> None:
+        self.reporter = reporter
+        self.counts: dict[str, Any] = {"bytes": 0, "records": 0, "attempts": 0}
+        self._snapshot = Snapshot(STAGE, 0, None, "records", dict(self.counts))
+
+    async def downloading(
+        self, received: int, records: int, total: int | None, attempt: int
+    ) -> None:
+        self.counts.update(bytes=received, records=records, attempts=attempt)
+        if total is not None:
+            self.counts["total"] = total
+        self._snapshot = Snapshot(STAGE, records, total, "records", dict(self.counts))
+        await self.reporter.update(self._snapshot)
+
+    async def uploading(self, sent: int, size: int) -> None:
+        self._snapshot = Snapshot(STAGE, sent, size, "bytes", dict(self.counts))
+        await self.reporter.update(self._snapshot)
+
+    async def finish(self, summary: Mapping[str, Any]) -> None:
+        counts = {**self.counts, **{k: summary[k] for k in ("object", "sha256") if k in summary}}
+        final = Snapshot(STAGE, self._snapshot.done, self._snapshot.total, "records", counts)
+        await self.reporter.finish(final, summary)
+
+
+def require_credentials(medipim: MedipimSettings) -> None:
+    missing = [
+        key
+        for key, value in (
+            ("apiKeyId", medipim.api_key_id),
+            ("apiKeySecret", medipim.api_key_secret),
+        )
+        if not value
+    ]
+    if missing:
+        raise PermanentError(
+            f"MediPim credentials are missing: set key(s) {', '.join(map(repr, missing))} of "
+            f"Secret '{medipim.credentials_secret}' (MEDIPIM_API_KEY_ID / MEDIPIM_API_KEY_SECRET)",
+            reason="SecretKeyMissing",
+        )
+
+
+@contextlib.contextmanager
+def scratch_file(directory: str | None, run_id: str) -> Iterator[Path]:
+    """A private file for the stream, removed afterwards whatever happens."""
+    if directory is not None and not os.path.isdir(directory):
+        raise PermanentError(
+            f"FETCHER_SCRATCH_DIR {directory!r} is not a directory: mount a volume there "
+            "(an emptyDir with room for the whole catalog)",
+            reason="InvalidConfiguration",
+        )
+    fd, name = tempfile.mkstemp(prefix=f"catalogsync-{run_id}-", suffix=".ndjson", dir=directory)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+async def fetch(run: RunSettings) -> Mapping[str, Any]:
+    medipim = load(MedipimSettings)
+    storage_settings = load(StorageSettings)
+    fetcher = load(FetcherSettings)
+    require_credentials(medipim)
+    retry = RetryPolicy(fetcher.max_attempts, fetcher.backoff_initial, fetcher.backoff_max)
+    storage = open_storage(
+        storage_settings, chunk_size=fetcher.chunk_size, retry=retry, timeout=fetcher.read_timeout
+    )
+    progress = FetchProgress(reporters_for(STAGE, run))
+    summary: dict[str, Any] = {}
+    try:
+        # Storage is checked before the long download, so a bad key or bucket fails in seconds.
+        await storage.info(storage_settings.latest_key)
+        log.info("fetching the MediPim catalog", extra=describe_request(medipim))
+        with scratch_file(fetcher.scratch_dir, run.run_id) as scratch:
+            downloader = StreamDownloader(medipim, fetcher, scratch, progress=progress.downloading)
+            result = await downloader.download()
+            log.info(
+                "stream complete: %d products, %d bytes, sha256 %s",
+                result.records,
+                result.bytes,
+                result.sha256,
+            )
+            stored = await store_catalog(
+                storage,
+                storage_settings,
+                run.run_id,
+                result,
+                publish_empty=fetcher.publish_empty,
+                progress=progress.uploading,
+            )
+        summary = {
+            "bytes": result.bytes,
+            "records": result.records,
+            "total": result.total,
+            "attempts": result.attempts,
+            "sha256": result.sha256,
+            "empty": result.empty,
+            **stored,
+        }
+    finally:
+        await storage.aclose()
+        await progress.finish(summary)
+    return summary
+
+
+def parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="catalogsync fetch",
+        description=(
+            "Stream MediPim's product catalog (POST /v4/products/stream) to a scratch file, check "
+            "that it is complete, upload it to <prefix>runs/<run>.ndjson and publish it as "
+            "<prefix>latest.ndjson. Configured by environment variables (MEDIPIM_*, STORAGE_*, "
+            "FETCHER_*, SYNC_*): see docs/configuration.md."
+        ),
+        epilog="Exit codes: 0 done, 2 configuration or credentials, 3 invalid data, 1 retry later.",
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser().parse_args(argv)
+    return run_job(STAGE, fetch)

@@ -1,0 +1,57 @@
+"""Putting a complete catalog into storage: the run's own object first, then ``latest.ndjson``.
+
+Only a stream that passed every check reaches this module, and ``latest.ndjson`` changes in one
+step (a server-side copy, or a rename on disk), so a reader of ``latest.ndjson`` sees the previous
+complete catalog or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from catalogsync.common.config import StorageSettings
+from catalogsync.common.storage import Storage, UploadProgress
+from catalogsync.fetcher.stream import StreamResult
+from catalogsync.fetcher.validate import empty_catalog_action
+
+log = logging.getLogger(__name__)
+
+
+def catalog_metadata(result: StreamResult, run_id: str) -> dict[str, str]:
+    """The object's user metadata: enough for a reader to verify what it downloaded."""
+    return {"sha256": result.sha256, "records": str(result.records), "run": run_id}
+
+
+async def store_catalog(
+    storage: Storage,
+    settings: StorageSettings,
+    run_id: str,
+    result: StreamResult,
+    *,
+    publish_empty: bool,
+    progress: UploadProgress | None = None,
+) -> dict[str, Any]:
+    """Uploads the run object and publishes it as ``latest.ndjson`` unless that would be wrong.
+
+    An empty catalog (a 204) is still stored as the run's object, so the run's maintainer finds
+    zero products rather than no object, but it replaces a non-empty ``latest.ndjson`` only when
+    ``FETCHER_PUBLISH_EMPTY`` says so.
+    """
+    run_key = settings.run_key(run_id)
+    latest_key = settings.latest_key
+    metadata = catalog_metadata(result, run_id)
+    await storage.upload(run_key, result.path, metadata=metadata, progress=progress)
+    if result.empty:
+        latest = await storage.info(latest_key)
+        if empty_catalog_action(latest, publish_empty) == "keep":
+            log.warning(
+                "MediPim returned no products (HTTP 204); keeping the existing %s (%d bytes). "
+                "Set FETCHER_PUBLISH_EMPTY=true to publish an empty catalog.",
+                latest_key,
+                latest.size if latest else 0,
+            )
+            return {"object": run_key, "latest": None, "published": False}
+    await storage.publish(run_key, latest_key, metadata=metadata)
+    log.info("published %s as %s (%d products)", run_key, latest_key, result.records)
+    return {"object": run_key, "latest": latest_key, "published": True}
