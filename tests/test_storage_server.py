@@ -471,3 +471,28 @@ def test_cli_serves_until_terminated(tmp_path: Path) -> None:
     assert [b["id"] for b in buckets.json()] == ["cli-bucket"]
     assert node
     assert not any(process.is_running() for process in node)
+
+
+async def test_bucket_limits_apply_to_uploads(storage_server: StorageServer) -> None:
+    bucket = f"limited-{uuid.uuid4().hex[:8]}"
+    async with storage_server.client() as http:
+        created = await http.post(
+            "bucket",
+            json={"name": bucket, "file_size_limit": 100, "allowed_mime_types": ["text/plain"]},
+        )
+        assert created.status_code == 200
+
+        async def post(length: int, content_type: str) -> httpx.Response:
+            meta = upload_metadata(bucketName=bucket, objectName="a", contentType=content_type)
+            return await http.post(
+                "upload/resumable",
+                headers={**TUS_HEADERS, "Upload-Length": str(length), "Upload-Metadata": meta},
+            )
+
+        too_big = await post(101, "text/plain")
+        wrong_type = await post(10, "image/png")
+        fine = await post(100, "text/plain")
+    assert (too_big.status_code, too_big.text) == (413, "Maximum size exceeded\n")
+    assert wrong_type.status_code == 415
+    assert wrong_type.text == "mime type image/png is not supported"
+    assert fine.status_code == 201
