@@ -1,0 +1,106 @@
+{{/* Names are cut to 52 characters so "<fullname>-scheduler" and friends stay within 63. */}}
+{{- define "catalogsync.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "catalogsync.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "catalogsync.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "catalogsync.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "catalogsync.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "catalogsync.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: catalogsync
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "catalogsync.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "catalogsync.operatorServiceAccount" -}}
+{{- default (printf "%s-operator" (include "catalogsync.fullname" .)) .Values.operator.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "catalogsync.jobServiceAccount" -}}
+{{- default (printf "%s-job" (include "catalogsync.fullname" .)) .Values.jobs.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "catalogsync.schedulerServiceAccount" -}}
+{{- default (printf "%s-scheduler" (include "catalogsync.fullname" .)) .Values.schedule.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The namespaces with runs: each gets the jobs ServiceAccount and the namespaced Roles. */}}
+{{- define "catalogsync.runNamespaces" -}}
+{{- $namespaces := .Values.operator.watchNamespaces | default (list .Release.Namespace) -}}
+{{- toJson (uniq $namespaces) -}}
+{{- end -}}
+
+{{- define "catalogsync.runNamespace" -}}
+{{- default .Release.Namespace .Values.schedule.runNamespace -}}
+{{- end -}}
+
+{{/* The restricted Pod Security Standard, for every pod of the chart. */}}
+{{- define "catalogsync.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsGroup }}
+fsGroup: {{ .Values.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "catalogsync.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsGroup }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "catalogsync.imagePullSecrets" -}}
+imagePullSecrets:
+{{- range .Values.image.pullSecrets }}
+  - name: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A stage's pod settings in the operator's shape (operator/settings.py StagePod). Every key is
+passed, null when unset, because the operator fills keys that are missing from its own defaults.
+*/}}
+{{- define "catalogsync.stage" -}}
+{{- $stage := dict "resources" (.resources | default dict) "nodeSelector" (.nodeSelector | default dict) "tolerations" (.tolerations | default list) "affinity" nil "priorityClassName" nil "backoffLimit" .backoffLimit "activeDeadlineSeconds" .activeDeadlineSeconds "scratchSizeLimit" nil "env" (.env | default list) -}}
+{{- if .affinity }}{{- $_ := set $stage "affinity" .affinity -}}{{- end -}}
+{{- if .priorityClassName }}{{- $_ := set $stage "priorityClassName" .priorityClassName -}}{{- end -}}
+{{- if .scratchSizeLimit }}{{- $_ := set $stage "scratchSizeLimit" .scratchSizeLimit -}}{{- end -}}
+{{- toJson $stage -}}
+{{- end -}}

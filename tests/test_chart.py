@@ -1,0 +1,386 @@
+"""The Helm chart, rendered by the real helm: lint, contracts with the operator, RBAC, security."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from catalogsync.common.config import load
+from catalogsync.operator.create_run import build_run, firing_from_job, parse_template, run_name
+from catalogsync.operator.notify import WebhookSettings
+from catalogsync.operator.settings import OperatorSettings, default_fetcher, default_maintainer
+from tests.chart import (
+    CHART,
+    CRD_SOURCE,
+    NON_DEFAULT_VALUES,
+    ROOT,
+    Helm,
+    Manifest,
+    find,
+    helm_binary,
+    one,
+    pod_specs,
+)
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm"))
+
+
+@pytest.fixture(scope="module")
+def default(helm: Helm) -> list[Manifest]:
+    return helm.template(namespace="sync")
+
+
+@pytest.fixture(scope="module")
+def custom(helm: Helm) -> list[Manifest]:
+    return helm.template(NON_DEFAULT_VALUES, namespace="sync")
+
+
+def config_env(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = one(manifests, "ConfigMap", "-operator")["data"]
+    return data
+
+
+def rules(role: Manifest) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples, so extra permissions show up one by one."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+# --- lint and schema -----------------------------------------------------------------------
+
+
+def test_lint_strict_with_default_and_non_default_values(helm: Helm, tmp_path: Path) -> None:
+    helm.run("lint", "--strict", str(CHART))
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(NON_DEFAULT_VALUES))
+    helm.run("lint", "--strict", str(CHART), "--values", str(values))
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"schedule": {"concurrency": "Allow"}}, "additional properties 'concurrency'"),
+        ({"maintainer": {"backoffLimit": -1}}, "/maintainer/backoffLimit"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"defaults": {"database": {"table": "Products; drop"}}}, "/defaults/database/table"),
+        ({"schedule": {"runNamePrefix": "Nightly"}}, "/schedule/runNamePrefix"),
+        ({"operator": {"watchNamespaces": ["a", "a"]}}, "/operator/watchNamespaces"),
+    ],
+)
+def test_schema_rejects_bad_values(helm: Helm, values: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(AssertionError, match=complaint):
+        helm.template(values)
+
+
+def test_values_file_is_valid_against_its_own_schema() -> None:
+    """Every key in values.yaml is declared (the schema forbids unknown keys)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
+
+
+# --- CRD: one source of truth --------------------------------------------------------------
+
+
+def test_chart_crd_is_generated_from_the_source() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/sync-chart-crd.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendered_crd_is_the_source_plus_the_keep_policy(default: list[Manifest]) -> None:
+    source = yaml.safe_load(CRD_SOURCE.read_text())
+    rendered = one(default, "CustomResourceDefinition")
+    annotations = rendered["metadata"].pop("annotations")
+    assert annotations.pop("helm.sh/resource-policy") == "keep"
+    assert annotations == source["metadata"].get("annotations", {})
+    source["metadata"].pop("annotations", None)
+    assert rendered == source
+
+
+def test_crd_is_left_out_when_managed_elsewhere(helm: Helm) -> None:
+    assert not find(helm.template({"crds": {"create": False}}), "CustomResourceDefinition")
+
+
+# --- the operator's settings contract ------------------------------------------------------
+
+
+def test_operator_config_is_exactly_what_the_operator_reads(
+    default: list[Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = config_env(default)
+    known = {field.alias for field in OperatorSettings.model_fields.values()}
+    known |= {field.alias for field in WebhookSettings.model_fields.values()}
+    assert set(env) <= known, f"names the operator does not read: {set(env) - known}"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load(OperatorSettings)
+    assert settings.namespaces == ["sync"]
+    assert settings.all_namespaces is False
+    assert settings.image == "ghcr.io/catalogsync/catalogsync:0.1.0"
+    assert settings.job_service_account == "cs-catalogsync-job"
+    assert settings.job_run_as_user == 10001
+    assert settings.storage_url is None
+    assert settings.fetcher == default_fetcher(), "chart defaults match the operator's"
+    assert settings.maintainer == default_maintainer(), "8Gi on performance CPUs by default"
+    assert settings.maintainer.resources["requests"]["memory"] == "8Gi"
+
+
+def test_non_default_values_reach_the_operator(
+    custom: list[Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in config_env(custom).items():
+        monkeypatch.setenv(name, value)
+    settings = load(OperatorSettings)
+    assert settings.image == ("registry.example.com/platform/catalogsync:1.2.3@sha256:" + "ab" * 32)
+    assert settings.image_pull_policy == "Always"
+    assert settings.image_pull_secrets == ["registry-credentials"]
+    assert settings.medipim_url == "https://medipim.example.com"
+    assert settings.medipim_credentials_secret == "mp"
+    assert settings.storage_url == "https://abcd.supabase.co"
+    assert settings.storage_bucket == "catalog"
+    assert settings.storage_credentials_secret == "st"
+    assert settings.database_table == "catalog.products"
+    assert settings.database_credentials_secret == "db"
+    assert settings.successful_runs_history_limit == 5
+    assert settings.failed_runs_history_limit == 1
+    assert settings.fetcher.priority_class_name == "batch-low"
+    assert settings.fetcher.node_selector == {"pool": "batch"}
+    assert settings.fetcher.backoff_limit == 4
+    assert settings.fetcher.scratch_size_limit == "2Gi"
+    assert settings.fetcher.env == [{"name": "FETCHER_MAX_ATTEMPTS", "value": "7"}]
+    assert settings.maintainer.affinity is not None
+    assert settings.maintainer.node_selector == {}
+    assert settings.maintainer.tolerations == []
+    assert settings.maintainer.scratch_size_limit is None
+    assert settings.maintainer.resources["limits"] == {"memory": "4Gi"}
+    monkeypatch.setenv("CATALOGSYNC_WEBHOOK_URL", "https://hooks.example.com/x")
+    webhook = load(WebhookSettings)
+    assert webhook.attempts == 3
+
+
+def test_watch_namespaces_give_each_namespace_its_roles_and_jobs_account(helm: Helm) -> None:
+    manifests = helm.template({"operator": {"watchNamespaces": ["a", "b"]}}, namespace="ops")
+    assert config_env(manifests)["CATALOGSYNC_NAMESPACES"] == "a,b"
+    for suffix in ("-operator", "-job"):
+        assert {r["metadata"]["namespace"] for r in find(manifests, "Role", suffix)} == {"a", "b"}
+        bindings = find(manifests, "RoleBinding", suffix)
+        assert {b["metadata"]["namespace"] for b in bindings} == {"a", "b"}
+    job_accounts = find(manifests, "ServiceAccount", "-job")
+    assert {sa["metadata"]["namespace"] for sa in job_accounts} == {"a", "b"}
+    operator_binding = find(manifests, "RoleBinding", "-operator")[0]
+    assert operator_binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "cs-catalogsync-operator", "namespace": "ops"}
+    ]
+    assert not find(manifests, "ClusterRole")
+
+
+# --- RBAC: only the verbs each identity uses -----------------------------------------------
+
+
+def test_jobs_may_only_read_runs_and_patch_their_status(default: list[Manifest]) -> None:
+    assert rules(one(default, "Role", "-job")) == {
+        ("catalogsync.io", "catalogsyncs", "get"),
+        ("catalogsync.io", "catalogsyncs/status", "patch"),
+    }
+    binding = one(default, "RoleBinding", "-job")
+    assert binding["subjects"][0]["name"] == "cs-catalogsync-job"
+
+
+def test_scheduler_may_only_create_runs_and_read_its_job(default: list[Manifest]) -> None:
+    assert rules(one(default, "Role", "-scheduler")) == {
+        ("catalogsync.io", "catalogsyncs", "create"),
+        ("batch", "jobs", "get"),
+    }
+
+
+def test_scheduler_creating_runs_elsewhere_gets_create_only_there(helm: Helm) -> None:
+    manifests = helm.template(
+        {"schedule": {"runNamespace": "runs"}, "operator": {"watchNamespaces": ["runs"]}},
+        namespace="ops",
+    )
+    roles = {r["metadata"]["namespace"]: rules(r) for r in find(manifests, "Role", "-scheduler")}
+    assert roles == {
+        "ops": {("batch", "jobs", "get")},
+        "runs": {("catalogsync.io", "catalogsyncs", "create")},
+    }
+
+
+def test_operator_rules_grant_no_wildcards_and_no_secret_listing(default: list[Manifest]) -> None:
+    granted = rules(one(default, "Role", "-operator"))
+    assert not any("*" in part for triple in granted for part in triple)
+    assert ("", "secrets", "get") in granted
+    assert not {("", "secrets", verb) for verb in ("list", "watch")} & granted
+    assert not find(default, "ClusterRole")
+    assert not find(default, "ClusterRoleBinding")
+
+
+def test_cluster_wide_mode_uses_a_cluster_role_for_the_operator_only(helm: Helm) -> None:
+    manifests = helm.template({"operator": {"watchAllNamespaces": True}}, namespace="ops")
+    cluster_role = one(manifests, "ClusterRole", "-operator")
+    assert rules(one(helm.template(namespace="ops"), "Role", "-operator")) <= rules(cluster_role)
+    assert not find(manifests, "Role", "-operator")
+    assert config_env(manifests)["CATALOGSYNC_ALL_NAMESPACES"] == "true"
+    assert "CATALOGSYNC_NAMESPACES" not in config_env(manifests)
+    assert find(manifests, "Role", "-job")
+
+
+# --- workloads -----------------------------------------------------------------------------
+
+
+def test_operator_deployment_runs_one_replica_recreated_with_a_liveness_probe(
+    default: list[Manifest],
+) -> None:
+    deployment = one(default, "Deployment", "-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "cs-catalogsync-operator"
+    (container,) = pod["containers"]
+    assert container["args"] == ["operator"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert config_env(default)["CATALOGSYNC_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
+    assert container["envFrom"] == [{"configMapRef": {"name": "cs-catalogsync-operator"}}]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/config"]) == 64, "a config change restarts the operator"
+
+
+def test_operator_pod_settings_and_webhook_secret(custom: list[Manifest]) -> None:
+    pod = one(custom, "Deployment", "-operator")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert (
+        container["image"] == "registry.example.com/platform/catalogsync:1.2.3@sha256:" + "ab" * 32
+    )
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert "nodeAffinity" in pod["affinity"]
+    assert container["resources"]["limits"] == {"memory": "200Mi"}
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"} in container["env"]
+    assert {
+        "name": "CATALOGSYNC_WEBHOOK_URL",
+        "valueFrom": {"secretKeyRef": {"name": "sync-webhook", "key": "url"}},
+    } in container["env"]
+
+
+def test_cronjob_defaults(default: list[Manifest]) -> None:
+    cronjob = one(default, "CronJob")
+    spec = cronjob["spec"]
+    assert spec["schedule"] == "0 2 * * *"
+    assert "timeZone" not in spec
+    assert spec["suspend"] is False
+    assert spec["startingDeadlineSeconds"] == 600
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["successfulJobsHistoryLimit"] == 1
+    assert spec["failedJobsHistoryLimit"] == 1
+    job = spec["jobTemplate"]
+    assert job["metadata"]["labels"]["catalogsync.io/schedule"] == cronjob["metadata"]["name"]
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "cs-catalogsync-scheduler"
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["args"][:3] == ["create-run", "--namespace=sync", "--prefix=medipim-au"]
+    env = {e["name"]: e["valueFrom"] for e in container["env"]}
+    assert env["JOB_NAME"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+    }
+    assert env["CATALOGSYNC_RUN_TEMPLATE"] == {
+        "configMapKeyRef": {"name": "cs-catalogsync-run-template", "key": "run.yaml"}
+    }
+
+
+def test_cronjob_non_default_schedule(custom: list[Manifest]) -> None:
+    spec = one(custom, "CronJob")["spec"]
+    assert spec["schedule"] == "30 3 * * 1-5"
+    assert spec["timeZone"] == "Australia/Sydney"
+    assert spec["suspend"] is True
+    assert spec["startingDeadlineSeconds"] == 300
+    assert spec["jobTemplate"]["spec"]["ttlSecondsAfterFinished"] == 600
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "batch-low"
+    assert "--prefix=nightly" in pod["containers"][0]["args"]
+
+
+def test_schedule_can_be_turned_off(helm: Helm) -> None:
+    manifests = helm.template({"schedule": {"enabled": False}})
+    assert not find(manifests, "CronJob")
+    assert not find(manifests, "ServiceAccount", "-scheduler")
+    assert not find(manifests, "Role", "-scheduler")
+    assert not find(manifests, "ConfigMap", "-run-template")
+
+
+def test_run_template_is_what_create_run_expects(custom: list[Manifest]) -> None:
+    text = one(custom, "ConfigMap", "-run-template")["data"]["run.yaml"]
+    template = parse_template(text, "ConfigMap")
+    firing = firing_from_job(
+        {
+            "metadata": {
+                "name": "cs-catalogsync-29537400",
+                "annotations": {
+                    "batch.kubernetes.io/cronjob-scheduled-timestamp": "2026-03-01T03:30:00+11:00"
+                },
+                "ownerReferences": [{"kind": "CronJob", "name": "cs-catalogsync"}],
+            }
+        },
+        now=datetime.now(UTC),
+    )
+    body = build_run(template, firing, run_name("nightly", firing), "sync")
+    assert body["metadata"]["name"] == "nightly-20260228-1630"
+    assert body["metadata"]["labels"] == {
+        "team": "data",
+        "catalogsync.io/trigger": "scheduled",
+        "catalogsync.io/schedule": "cs-catalogsync",
+    }
+    assert body["spec"] == {"maintainer": {"chunkSize": 2000, "deleteMissing": True}}
+
+
+# --- restricted pod security everywhere ----------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["default", "custom"])
+def test_every_pod_meets_the_restricted_profile(
+    which: str, default: list[Manifest], custom: list[Manifest]
+) -> None:
+    manifests = default if which == "default" else custom
+    specs = dict(pod_specs(manifests))
+    assert set(specs) == {"Deployment/cs-catalogsync-operator", "CronJob/cs-catalogsync"}
+    for name, pod in specs.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] == 10001, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert not pod.get("hostNetwork"), name
+        assert not pod.get("hostPID"), name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            assert context["runAsNonRoot"] is True, name
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp is writable scratch"
+            assert container["resources"]["requests"], name
+            assert container["resources"]["limits"]["memory"], name
