@@ -1,0 +1,100 @@
+"""Which Secret keys a run needs, and whether the Secrets hold them.
+
+The jobs receive credentials through ``secretKeyRef``. A missing Secret would leave their pods in
+``CreateContainerConfigError`` until the Job's deadline; checking first turns that into an
+immediate ``SecretNotFound`` that names the Secret and the key. Only presence and shape are
+checked; the values themselves never leave this module, not even in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from catalogsync.common.config import (
+    DatabaseSettings,
+    MedipimSettings,
+    StorageSettings,
+    env_name,
+)
+from catalogsync.operator.spec import RunSpec, Stage
+
+API_KEY_ID = "apiKeyId"
+API_KEY_SECRET = "apiKeySecret"
+SERVICE_ROLE_KEY = "serviceRoleKey"
+DATABASE_URL = "url"
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """One value a job needs: the Secret, the key in it, and the env var it becomes."""
+
+    secret: str
+    key: str
+    env: str
+
+
+def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
+    """The Secret keys ``stage`` of ``run`` reads, in the order its env lists them."""
+    storage = (
+        []
+        if run.storage_is_local
+        else [
+            SecretKey(
+                run.storage_secret,
+                SERVICE_ROLE_KEY,
+                env_name(StorageSettings, "service_role_key"),
+            )
+        ]
+    )
+    if stage == "fetcher":
+        return [
+            SecretKey(run.source_secret, API_KEY_ID, env_name(MedipimSettings, "api_key_id")),
+            SecretKey(
+                run.source_secret, API_KEY_SECRET, env_name(MedipimSettings, "api_key_secret")
+            ),
+            *storage,
+        ]
+    return [
+        *storage,
+        SecretKey(run.database_secret, DATABASE_URL, env_name(DatabaseSettings, "url")),
+    ]
+
+
+def problems(
+    needed: Sequence[SecretKey], secrets: Mapping[str, Mapping[str, str] | None], namespace: str
+) -> list[str]:
+    """What is wrong with the Secrets (``secrets``: name -> ``data``, None if absent).
+
+    Each problem names the Secret and the key and says how to fix it; values are never quoted.
+    """
+    found: list[str] = []
+    for item in needed:
+        data = secrets.get(item.secret)
+        if data is None:
+            problem = (
+                f"Secret {namespace}/{item.secret} not found (it must hold key {item.key!r}); "
+                f"create it or point the CatalogSync at another Secret"
+            )
+        elif item.key not in data:
+            problem = f"Secret {namespace}/{item.secret} has no key {item.key!r}; add it"
+        else:
+            problem = _malformed(item, data[item.key], namespace)
+        if problem and problem not in found:
+            found.append(problem)
+    return found
+
+
+def _malformed(item: SecretKey, encoded: str, namespace: str) -> str:
+    where = f"key {item.key!r} of Secret {namespace}/{item.secret}"
+    try:
+        value = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return f"{where} is not valid UTF-8 text"
+    if not value.strip():
+        return f"{where} is empty; put the value in it"
+    if item.key == DATABASE_URL and not value.startswith(("postgresql://", "postgres://")):
+        return f"{where} must be a PostgreSQL URL (postgresql://user:password@host:5432/db)"
+    return ""

@@ -1,0 +1,210 @@
+"""Why a stage failed, read from its Job and Pods rather than from logs.
+
+A Job's own condition only says *that* it gave up (``BackoffLimitExceeded``, ``DeadlineExceeded``,
+``PodFailurePolicy``). The real cause is in the pods: the kubelet's ``OOMKilled``, the exit code,
+and the job's termination message (a JSON summary written by ``common/jobs.py``). The most
+specific of these wins, so ``status.failure`` tells the reader what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from catalogsync.common.errors import ExitCode
+from catalogsync.operator.spec import Stage
+from catalogsync.operator.status import one_line
+
+GENERIC_REASONS = ("", "Error", "Completed")
+"""Reasons that say nothing beyond "it failed"; a more specific one replaces them."""
+
+EXIT_CODE_REASONS = {
+    int(ExitCode.PERMANENT): "InvalidConfiguration",
+    int(ExitCode.INVALID_DATA): "InvalidData",
+}
+
+HINTS = {
+    "OOMKilled": "raise spec.{stage}.resources.limits.memory or lower the work per step "
+    "(maintainer.chunkSize)",
+    "DeadlineExceeded": "raise spec.{stage}.activeDeadlineSeconds if the catalog is this large",
+    "BackoffLimitExceeded": "every attempt failed; read the pod logs "
+    "(kubectl logs -l catalogsync.io/stage={stage})",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The cause of a failed run, in the shape of ``status.failure``."""
+
+    stage: Stage
+    reason: str
+    message: str
+    exit_code: int | None = None
+    pod_name: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "stage": self.stage,
+            "reason": self.reason,
+            "message": one_line(self.message, 1000),
+        }
+        if self.exit_code is not None:
+            result["exitCode"] = self.exit_code
+        if self.pod_name is not None:
+            result["podName"] = self.pod_name
+        return result
+
+
+def container_status(pod: Mapping[str, Any], container: str) -> Mapping[str, Any] | None:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == container), None)
+
+
+def terminated(pod: Mapping[str, Any], container: str) -> Mapping[str, Any] | None:
+    """The ``state.terminated`` block of the stage's container, if it has ended."""
+    status = container_status(pod, container)
+    if status is None:
+        return None
+    state = status.get("state") or {}
+    result = state.get("terminated")
+    return dict(result) if isinstance(result, Mapping) else None
+
+
+def summary(pod: Mapping[str, Any], container: str) -> dict[str, Any] | None:
+    """The job's JSON termination message, or None if it left none (or only a log tail)."""
+    ended = terminated(pod, container)
+    text = ended.get("message") if ended else None
+    if not isinstance(text, str) or not text.strip().startswith("{"):
+        return None
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _finished_at(pod: Mapping[str, Any], container: str) -> str:
+    ended = terminated(pod, container) or {}
+    return str(ended.get("finishedAt") or pod.get("metadata", {}).get("creationTimestamp") or "")
+
+
+def failed_pods(pods: Sequence[Mapping[str, Any]], container: str) -> list[Mapping[str, Any]]:
+    """Pods whose stage container ended badly, oldest first."""
+    bad = [
+        pod
+        for pod in pods
+        if pod.get("status", {}).get("phase") == "Failed"
+        or (terminated(pod, container) or {}).get("exitCode", 0) != 0
+    ]
+    return sorted(bad, key=lambda pod: _finished_at(pod, container))
+
+
+def oom_killed(pods: Sequence[Mapping[str, Any]], container: str) -> list[str]:
+    """Names of the pods whose stage container the kernel killed for memory, oldest first."""
+    return [
+        str(pod["metadata"]["name"])
+        for pod in failed_pods(pods, container)
+        if (terminated(pod, container) or {}).get("reason") == "OOMKilled"
+    ]
+
+
+def job_failure_condition(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Job's ``Failed`` (or the earlier ``FailureTarget``) condition when it is True."""
+    conditions: list[Mapping[str, Any]] = job.get("status", {}).get("conditions") or []
+    for wanted in ("Failed", "FailureTarget"):
+        for cond in conditions:
+            if cond.get("type") == wanted and cond.get("status") == "True":
+                return cond
+    return None
+
+
+def _log_tail(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def stage_failure(
+    stage: Stage, job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> Failure:
+    """The most specific cause of ``stage``'s failure that the Job and its pods reveal."""
+    condition = job_failure_condition(job) if job is not None else None
+    job_reason = str(condition.get("reason", "")) if condition else ""
+    job_message = str(condition.get("message", "")) if condition else ""
+    bad = failed_pods(pods, stage)
+    last = bad[-1] if bad else None
+    ended = terminated(last, stage) if last is not None else None
+    pod_name = str(last["metadata"]["name"]) if last is not None else None
+    exit_code = int(ended["exitCode"]) if ended and "exitCode" in ended else None
+    reported = summary(last, stage) if last is not None else None
+    attempts = f" after {len(bad)} attempts" if len(bad) > 1 else ""
+
+    if ended and ended.get("reason") == "OOMKilled":
+        limit = _memory_limit(last, stage) if last is not None else None
+        within = f" (limit {limit})" if limit else ""
+        message = f"the {stage} container of pod {pod_name} ran out of memory{within}{attempts}"
+        return Failure(
+            stage, "OOMKilled", with_hint(message, "OOMKilled", stage), exit_code, pod_name
+        )
+
+    pod_reason = str(last.get("status", {}).get("reason", "")) if last is not None else ""
+    if "DeadlineExceeded" in (job_reason, pod_reason):
+        message = job_message or f"the {stage} did not finish within its deadline"
+        return Failure(
+            stage, "DeadlineExceeded", with_hint(message, "DeadlineExceeded", stage),
+            exit_code, pod_name,
+        )  # fmt: skip
+
+    if reported and str(reported.get("reason", "")) not in GENERIC_REASONS:
+        message = str(reported.get("message", "")) + attempts
+        return Failure(stage, str(reported["reason"]), message, exit_code, pod_name)
+
+    detail = ""
+    if reported and reported.get("message"):
+        detail = str(reported["message"])
+    elif ended and isinstance(ended.get("message"), str):
+        detail = _log_tail(ended["message"])
+    exit_text = f"exit code {exit_code}" if exit_code is not None else "no exit code"
+    message = f"pod {pod_name} failed ({exit_text})" if pod_name else f"the {stage} Job failed"
+    if detail:
+        message = f"{message}: {detail}"
+
+    if exit_code in EXIT_CODE_REASONS:
+        return Failure(stage, EXIT_CODE_REASONS[exit_code], message, exit_code, pod_name)
+    if job_reason == "BackoffLimitExceeded":
+        message = with_hint(message + attempts, "BackoffLimitExceeded", stage)
+        return Failure(stage, "BackoffLimitExceeded", message, exit_code, pod_name)
+    reason = job_reason if job_reason and job_reason != "PodFailurePolicy" else "Error"
+    return Failure(stage, reason, message or job_message, exit_code, pod_name)
+
+
+def with_hint(message: str, reason: str, stage: str) -> str:
+    return f"{message}; {HINTS[reason].format(stage=stage)}"
+
+
+def _memory_limit(pod: Mapping[str, Any], container: str) -> str | None:
+    for spec in pod.get("spec", {}).get("containers") or []:
+        if spec.get("name") == container:
+            limit = (spec.get("resources") or {}).get("limits", {}).get("memory")
+            return str(limit) if limit else None
+    return None
+
+
+def pending_reason(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the newest pod has not started yet (unschedulable, image pull), for ``message``."""
+    waiting = [pod for pod in pods if pod.get("status", {}).get("phase") in (None, "Pending")]
+    if not waiting:
+        return None
+    pod = max(waiting, key=lambda p: str(p.get("metadata", {}).get("creationTimestamp", "")))
+    name = pod["metadata"]["name"]
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"pod {name} cannot be scheduled: {cond.get('message') or cond.get('reason')}"
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        waiting_state = (status.get("state") or {}).get("waiting") or {}
+        if waiting_state.get("reason") not in (None, "ContainerCreating"):
+            detail = waiting_state.get("message") or ""
+            return f"pod {name} is waiting: {waiting_state['reason']} {detail}".strip()
+    return None

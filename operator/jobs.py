@@ -1,0 +1,232 @@
+"""The Jobs of a run, as plain manifests.
+
+Everything a stage needs reaches it as an environment variable named by the settings classes in
+``common/config.py`` (so the names cannot drift between the operator and the jobs), credentials
+through ``secretKeyRef`` only. The pods run under the restricted Pod Security profile and a
+read-only root filesystem; ``/tmp``, an emptyDir, holds the fetcher's spool file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from catalogsync.common.config import (
+    DatabaseSettings,
+    MaintainerSettings,
+    MedipimSettings,
+    RunSettings,
+    StorageSettings,
+    env_name,
+)
+from catalogsync.common.errors import PERMANENT_EXIT_CODES
+from catalogsync.common.kube import API_VERSION, KIND
+from catalogsync.operator.credentials import required
+from catalogsync.operator.settings import OperatorSettings
+from catalogsync.operator.spec import RunSpec, Stage
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "catalogsync-operator"
+RUN_LABEL = "catalogsync.io/run"
+STAGE_LABEL = "catalogsync.io/stage"
+CATALOG_LABEL = "catalogsync.io/catalog"
+
+COMMANDS: dict[Stage, str] = {"fetcher": "fetch", "maintainer": "maintain"}
+SCRATCH_DIR = "/tmp"
+"""An emptyDir: the only writable path, for the fetcher's spool file and every temp file."""
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+def job_name(run_name: str, stage: Stage) -> str:
+    """``<cr>-fetcher`` / ``<cr>-maintainer`` (the CRD caps CR names at 52 characters)."""
+    return f"{run_name}-{stage}"
+
+
+def labels(run: RunSpec, stage: Stage) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "catalogsync",
+        "app.kubernetes.io/component": stage,
+        MANAGED_BY: MANAGER,
+        RUN_LABEL: run.name,
+        STAGE_LABEL: stage,
+        CATALOG_LABEL: run.catalog,
+    }
+
+
+def owner_reference(run: RunSpec) -> dict[str, Any]:
+    """Makes the CR the Job's controller: deleting the CR deletes its Jobs and their Pods."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": run.name,
+        "uid": run.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _var(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, Mapping):
+        text = orjson.dumps(value).decode()
+    else:
+        text = str(value)
+    return {"name": name, "value": text}
+
+
+def environment(run: RunSpec, stage: Stage, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The env contract of ``stage``; secret values only as ``secretKeyRef``."""
+    env = [
+        _var(env_name(RunSettings, "run_id"), run.name),
+        _var(env_name(RunSettings, "catalog"), run.catalog),
+        _var(env_name(RunSettings, "cr_namespace"), run.namespace),
+        _var(env_name(RunSettings, "cr_name"), run.name),
+        _var(env_name(RunSettings, "log_format"), "json"),
+        _var(env_name(RunSettings, "progress_interval"), settings.job_progress_interval),
+        _var(env_name(StorageSettings, "url"), run.storage_url or ""),
+        _var(env_name(StorageSettings, "bucket"), run.storage_bucket),
+        _var(env_name(StorageSettings, "prefix"), run.storage_prefix),
+        _var(env_name(StorageSettings, "credentials_secret"), run.storage_secret),
+    ]
+    if stage == "fetcher":
+        env += [
+            _var(env_name(MedipimSettings, "url"), run.source_url),
+            _var(env_name(MedipimSettings, "filter"), run.source_filter),
+            _var(env_name(MedipimSettings, "sorting"), run.source_sorting),
+            _var(env_name(MedipimSettings, "credentials_secret"), run.source_secret),
+        ]
+    else:
+        options = run.maintainer
+        env += [
+            _var(env_name(DatabaseSettings, "table"), run.database_table),
+            _var(env_name(DatabaseSettings, "credentials_secret"), run.database_secret),
+            _var(env_name(MaintainerSettings, "chunk_size"), options.chunk_size),
+            _var(env_name(MaintainerSettings, "dry_run"), options.dry_run),
+            _var(env_name(MaintainerSettings, "delete_missing"), options.delete_missing),
+            _var(env_name(MaintainerSettings, "max_delete_fraction"), options.max_delete_fraction),
+            _var(
+                env_name(MaintainerSettings, "max_invalid_fraction"), options.max_invalid_fraction
+            ),
+        ]
+        if obj := maintainer_object(run):
+            env.append(_var(env_name(MaintainerSettings, "object"), obj))
+    env += [
+        {
+            "name": item.env,
+            "valueFrom": {"secretKeyRef": {"name": item.secret, "key": item.key}},
+        }
+        for item in required(run, stage)
+    ]
+    ours = {item["name"] for item in env}
+    extra = [item for item in run.pods[stage].env if item.get("name") not in ours]
+    return env + extra
+
+
+def maintainer_object(run: RunSpec) -> str | None:
+    """The storage key the maintainer reads when it is not this run's own object.
+
+    In ``MaintainOnly`` there is no object of this run, so the published one is processed.
+    """
+    if run.maintainer.object:
+        return run.maintainer.object
+    if run.mode == "MaintainOnly":
+        return StorageSettings.model_construct(prefix=_prefix(run.storage_prefix)).latest_key
+    return None
+
+
+def _prefix(value: str) -> str:
+    return value if not value or value.endswith("/") else f"{value}/"
+
+
+def build_job(run: RunSpec, stage: Stage, settings: OperatorSettings) -> dict[str, Any]:
+    """The Job manifest of ``stage``; creating it twice is harmless (same name: 409, adopt)."""
+    pod = run.pods[stage]
+    job_labels = labels(run, stage)
+    scratch: dict[str, Any] = {}
+    if pod.scratch_size_limit:
+        scratch["sizeLimit"] = pod.scratch_size_limit
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["catalogsync"],
+        "args": [COMMANDS[stage]],
+        "env": environment(run, stage, settings),
+        "resources": dict(pod.resources),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.job_service_account,
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.job_run_as_user,
+            "runAsGroup": settings.job_run_as_user,
+            "fsGroup": settings.job_run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": scratch}],
+    }
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in pod.tolerations]
+    if pod.affinity:
+        pod_spec["affinity"] = dict(pod.affinity)
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(run.name, stage),
+            "namespace": run.namespace,
+            "labels": job_labels,
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "backoffLimit": pod.backoff_limit,
+            "activeDeadlineSeconds": pod.active_deadline_seconds,
+            "completions": 1,
+            "parallelism": 1,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        # Bad configuration, rejected credentials, invalid data: retrying
+                        # cannot help, so the Job fails at once instead of backing off.
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": stage,
+                            "operator": "In",
+                            "values": [int(code) for code in PERMANENT_EXIT_CODES],
+                        },
+                    },
+                    {
+                        # Evictions and preemptions are not the job's fault.
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,115 @@
+"""``catalogsync operator``: run the kopf operator that drives CatalogSync runs.
+
+Configuration comes from the environment (``CATALOGSYNC_*``, see ``settings.py``; the Helm chart
+sets it); the namespaces to watch may also be given on the command line. Logs are JSON lines unless
+a terminal is attached; kopf's liveness endpoint answers on ``CATALOGSYNC_LIVENESS_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from catalogsync.common.config import load
+from catalogsync.common.errors import ExitCode, SyncError
+from catalogsync.common.logs import setup_logging
+from catalogsync.operator.notify import Notifier, WebhookSettings
+from catalogsync.operator.runtime import FinishedHook, Runtime
+from catalogsync.operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="catalogsync operator",
+        description="Run the operator that turns CatalogSync resources into fetcher and "
+        "maintainer Jobs.",
+    )
+    cli.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="namespace to watch (repeatable; default: CATALOGSYNC_NAMESPACES)",
+    )
+    cli.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace (needs cluster-wide RBAC)",
+    )
+    cli.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz "
+        "(default: CATALOGSYNC_LIVENESS_ENDPOINT)",
+    )
+    cli.add_argument("--log-format", choices=("auto", "json", "text"), help="default: auto")
+    return cli
+
+
+async def serve(
+    settings: OperatorSettings,
+    namespaces: Sequence[str],
+    *,
+    clusterwide: bool,
+    liveness: str | None,
+) -> None:
+    import kopf
+
+    from catalogsync.operator import handlers
+
+    hooks: list[FinishedHook] = []
+    closers = []
+    notifier = Notifier.from_settings(load(WebhookSettings))
+    if notifier is not None:
+        hooks.append(notifier.finished)
+        closers.append(notifier.aclose)
+    runtime = Runtime(settings, finished_hooks=hooks)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, runtime, None if clusterwide else namespaces, closers)
+    await kopf.operator(
+        registry=registry,
+        settings=handlers.kopf_settings(),
+        standalone=True,
+        clusterwide=clusterwide,
+        namespaces=() if clusterwide else list(namespaces),
+        liveness_endpoint=liveness or None,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    try:
+        settings = load(OperatorSettings)
+    except SyncError as exc:
+        setup_logging(args.log_format or "auto")
+        log.error("%s", exc)
+        return int(exc.exit_code)
+    setup_logging(args.log_format or settings.log_format)
+    clusterwide = args.all_namespaces or settings.all_namespaces
+    namespaces = args.namespace or settings.namespaces
+    if not clusterwide and not namespaces:
+        log.error(
+            "no namespace to watch: pass --namespace NAME (or set CATALOGSYNC_NAMESPACES), "
+            "or --all-namespaces"
+        )
+        return int(ExitCode.PERMANENT)
+    log.info(
+        "operator starting",
+        extra={"namespaces": "*" if clusterwide else ",".join(namespaces), "image": settings.image},
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(
+                settings,
+                namespaces,
+                clusterwide=clusterwide,
+                liveness=args.liveness or settings.liveness_endpoint,
+            )
+        )
+    return int(ExitCode.OK)
