@@ -40,6 +40,8 @@ STREAM_CONTENT_TYPE = "application/x-json-stream"
 EMBED_VALIDITY = 3 * 3600
 """Embed URLs are pre-signed for a few hours."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FAULTS = web.RequestKey("faults", list[Fault])
+"""The faults armed for this request, taken once by the middleware."""
 
 
 class RateLimiter:
@@ -243,7 +245,7 @@ class SimulatorServer:
                 429, "too_many_requests", "Rate limit exceeded: 100 requests per minute.", headers
             )
         faults = self.faults.take(endpoint)
-        request["faults"] = faults
+        request[FAULTS] = faults
         for fault in faults:
             if fault.kind == "status":
                 return _error(fault.status, fault.error_code, "Simulated failure.")
@@ -287,7 +289,7 @@ class SimulatorServer:
             await asyncio.sleep(self.ttfb)
         if not positions:
             return web.Response(status=204)
-        faults: list[Fault] = request["faults"]
+        faults = request[FAULTS]
         response = web.StreamResponse(status=200, headers={"Content-Type": self.content_type})
         response.enable_chunked_encoding()
         if self.gzip:
