@@ -151,7 +151,14 @@ class StatusPatchReporter:
         try:
             api = await self._client()
             await api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {stage: dict(counts)}}
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                {"status": {stage: dict(counts)}},
+                # Without it the client sends a dict as a JSON Patch, which the server rejects.
+                _content_type="application/merge-patch+json",
             )
         except Exception as exc:
             log.warning(
