@@ -7,6 +7,7 @@ per line plus a memcpy per byte.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Iterator, Sequence
 
@@ -21,20 +22,26 @@ class Signer:
     """Signs embed URLs for one response: same secret, a timestamp unique to the response."""
 
     def __init__(self, secret: bytes, ts: int) -> None:
-        self.secret = secret
         self.ts = ts
-        self._tail = b"&key=%d&mac=" % EMBED_KEY
+        self.prefix = b"%d&key=%d&mac=" % (ts, EMBED_KEY)
+        """What follows ``t=`` up to the MAC, the same on every line of the response."""
+        self._suffix = b":%d" % ts
+        self._keyed = hashlib.blake2b(key=secret, digest_size=32)
+        self._keyed.update(b"embed:")
 
-    def __call__(self, product_id: bytes) -> bytes:
-        """``t=<ts>&key=<k>&mac=<hex>``: keyed BLAKE2b over ``embed:<id>:<ts>``.
+    def mac(self, product_id: bytes) -> bytes:
+        """Keyed BLAKE2b over ``embed:<id>:<ts>``, as hex.
 
         MediPim signs with HMAC-SHA256 over the same message; keyed BLAKE2b is a MAC of the same
-        width at a fifth of the cost, which matters at 300,000 lines per response.
+        width at a fraction of the cost, which matters at 300,000 lines per response.
         """
-        mac = hashlib.blake2b(
-            b"embed:%s:%d" % (product_id, self.ts), key=self.secret, digest_size=32
-        ).hexdigest()
-        return b"%d%s%s" % (self.ts, self._tail, mac.encode())
+        state = self._keyed.copy()
+        state.update(product_id + self._suffix)
+        return binascii.hexlify(state.digest())
+
+    def __call__(self, product_id: bytes) -> bytes:
+        """The fixed-width tail of the embed URL after ``t=``."""
+        return self.prefix + self.mac(product_id)
 
 
 def signed_record(snapshot: Snapshot, position: int, sign: Signer) -> bytes:
@@ -81,6 +88,7 @@ def stream_blocks(
     )
     view = snapshot.view
     skip = EMBED_TAIL_BYTES - 2
+    prefix, mac = sign.prefix, sign.mac
     parts: list[bytes | memoryview] = []
     size = 0
     for index in range(end):
@@ -98,7 +106,8 @@ def stream_blocks(
             parts += (
                 head,
                 view[start:embed],
-                sign(ids[position]),
+                prefix,
+                mac(ids[position]),
                 view[embed + skip : start + length],
                 b"}\n",
             )
