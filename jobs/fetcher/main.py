@@ -108,7 +108,6 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
         storage_settings, chunk_size=fetcher.chunk_size, retry=retry, timeout=fetcher.read_timeout
     )
     progress = FetchProgress(reporters_for(STAGE, run))
-    summary: dict[str, Any] = {}
     try:
         # Storage is checked before the long download, so a bad key or bucket fails in seconds.
         await storage.info(storage_settings.latest_key)
@@ -141,7 +140,7 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
         }
     finally:
         await storage.aclose()
-        await progress.finish(summary)
+    await progress.finish(summary)
     return summary
 
 
