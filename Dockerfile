@@ -7,6 +7,7 @@
 #   docker buildx imagetools inspect python:3.11.14-slim-bookworm --format '{{json .Manifest.Digest}}'
 #   docker build --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> .
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM uses the PYTHON_IMAGE build argument, pinned just above to an exact version tag (checkov does not resolve build arguments)
 
 # --- build: install the package and its pinned dependencies into a self-contained venv ---------
 FROM ${PYTHON_IMAGE} AS build

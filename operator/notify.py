@@ -2,7 +2,9 @@
 
 Events are always written (by the handlers); a webhook is for people who do not watch the cluster.
 Its URL often embeds a token (Slack, Teams and Mattermost incoming webhooks do), so it comes from a
-Secret through ``CATALOGSYNC_WEBHOOK_URL`` and is never logged.
+Secret and is never logged: the chart mounts the Secret as a file named by
+``CATALOGSYNC_WEBHOOK_URL_FILE``, read at every notice so a rotated Secret needs no restart
+(``CATALOGSYNC_WEBHOOK_URL`` holding the URL itself works too, e.g. outside Kubernetes).
 
 Sending must never hold up or fail a run: :meth:`Notifier.finished` only schedules a background
 task, which retries transient failures with exponential backoff and then gives up with a warning.
@@ -17,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,6 +60,8 @@ class WebhookSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     url: str = Field("", alias="CATALOGSYNC_WEBHOOK_URL", repr=False)
+    url_file: str = Field("", alias="CATALOGSYNC_WEBHOOK_URL_FILE")
+    """A file holding the URL (a mounted Secret key); wins over ``url``."""
     timeout: float = Field(10.0, alias="CATALOGSYNC_WEBHOOK_TIMEOUT", gt=0)
     """Seconds for one attempt (connect + send + response)."""
     attempts: int = Field(5, alias="CATALOGSYNC_WEBHOOK_ATTEMPTS", ge=1, le=20)
@@ -159,15 +164,19 @@ class Notifier:
 
     def __init__(
         self,
-        url: str,
+        url: str = "",
         *,
+        url_file: str = "",
         timeout: float = 10.0,
         attempts: int = 5,
         backoff: float = 2.0,
         max_backoff: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if not url and not url_file:
+            raise ValueError("a webhook needs a URL or a file holding one")
         self._url = url
+        self._url_file = Path(url_file) if url_file else None
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -182,10 +191,11 @@ class Notifier:
     @classmethod
     def from_settings(cls, settings: WebhookSettings) -> Notifier | None:
         """A notifier when a webhook URL is configured, else None (events only)."""
-        if not settings.url:
+        if not settings.url and not settings.url_file:
             return None
         return cls(
             settings.url,
+            url_file=settings.url_file,
             timeout=settings.timeout,
             attempts=settings.attempts,
             backoff=settings.backoff,
@@ -233,9 +243,23 @@ class Notifier:
         log.info("webhook notified of %s", what)
         return True
 
-    async def _post(self, payload: Mapping[str, Any]) -> None:
+    def _current_url(self) -> str:
+        if self._url_file is None:
+            return self._url
         try:
-            response = await self._client.post(self._url, json=payload)
+            url = self._url_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _Rejected(
+                f"cannot read the webhook URL file {self._url_file}: {exc.strerror}"
+            ) from None
+        if not url:
+            raise _Rejected(f"the webhook URL file {self._url_file} is empty")
+        return url
+
+    async def _post(self, payload: Mapping[str, Any]) -> None:
+        url = self._current_url()
+        try:
+            response = await self._client.post(url, json=payload)
         except httpx.TransportError as exc:
             # The exception text may quote the URL (and its token): name only the failure's kind.
             raise _Retryable(type(exc).__name__) from None

@@ -143,6 +143,7 @@ def test_operator_config_is_exactly_what_the_operator_reads(
     assert settings.fetcher == default_fetcher(), "chart defaults match the operator's"
     assert settings.maintainer == default_maintainer(), "8Gi on performance CPUs by default"
     assert settings.maintainer.resources["requests"]["memory"] == "8Gi"
+    assert not any(name.startswith("CATALOGSYNC_WEBHOOK") for name in env), "no webhook by default"
 
 
 def test_non_default_values_reach_the_operator(
@@ -277,11 +278,15 @@ def test_operator_pod_settings_and_webhook_secret(custom: list[Manifest]) -> Non
     assert pod["tolerations"][0]["key"] == "dedicated"
     assert "nodeAffinity" in pod["affinity"]
     assert container["resources"]["limits"] == {"memory": "200Mi"}
-    assert {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"} in container["env"]
-    assert {
-        "name": "CATALOGSYNC_WEBHOOK_URL",
-        "valueFrom": {"secretKeyRef": {"name": "sync-webhook", "key": "url"}},
-    } in container["env"]
+    assert container["env"] == [{"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"}]
+    url_file = config_env(custom)["CATALOGSYNC_WEBHOOK_URL_FILE"]
+    mount = next(m for m in container["volumeMounts"] if url_file.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {
+        "secretName": "sync-webhook",
+        "items": [{"key": "url", "path": url_file.rsplit("/", 1)[1]}],
+    }
 
 
 def test_cronjob_defaults(default: list[Manifest]) -> None:

@@ -7,6 +7,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,6 +113,7 @@ def test_payload_tolerates_a_run_without_status() -> None:
 
 def test_settings_without_url_mean_no_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CATALOGSYNC_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("CATALOGSYNC_WEBHOOK_URL_FILE", raising=False)
     assert Notifier.from_settings(load(WebhookSettings)) is None
 
 
@@ -260,3 +262,23 @@ async def test_close_cancels_notices_still_pending_after_the_grace(receiver: Sta
     await rec.arrived.wait()
     await notifier.aclose(grace=0.05)
     assert task.cancelled()
+
+
+async def test_the_url_file_is_read_at_every_notice(
+    receiver: StartReceiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mounted Secret that is rotated (or not there yet) needs no operator restart."""
+    rec = await receiver([200, 200])
+    url_file = tmp_path / "url"
+    notifier = Notifier(url_file=str(url_file), timeout=2.0, attempts=2, backoff=0.0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="catalogsync.operator.notify"):
+            assert await notifier.send(build_payload(SUCCEEDED)) is False
+        assert "cannot read the webhook URL file" in caplog.text
+        url_file.write_text(rec.url + "\n")
+        assert await notifier.send(build_payload(SUCCEEDED)) is True
+        url_file.write_text("")
+        assert await notifier.send(build_payload(SUCCEEDED)) is False
+    finally:
+        await notifier.aclose()
+    assert len(rec.received) == 1
