@@ -147,6 +147,8 @@ class MaintainerSettings(_Settings):
     delete_missing: bool = Field(False, alias="MAINTAINER_DELETE_MISSING")
     max_delete_fraction: float = Field(0.05, alias="MAINTAINER_MAX_DELETE_FRACTION", ge=0, le=1)
     max_invalid_fraction: float = Field(0.01, alias="MAINTAINER_MAX_INVALID_FRACTION", ge=0, le=1)
+    connections: int = Field(2, alias="MAINTAINER_CONNECTIONS", ge=1, le=8)
+    """Chunks applied in parallel, one database connection each."""
     object: str | None = Field(None, alias="MAINTAINER_OBJECT")
     """Storage key to process; default: this run's object, or ``latest.ndjson`` in MaintainOnly."""
 

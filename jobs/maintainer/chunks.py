@@ -1,0 +1,173 @@
+"""Cutting the stream into numbered chunks and deciding what each chunk changes. Pure, no I/O.
+
+Chunk ``k`` holds lines ``k*size+1 .. (k+1)*size`` of the object (blank lines count as lines but
+carry nothing), so a chunk's number and contents follow from the object and the chunk size alone:
+that is what lets a restarted run skip exactly the chunks that were committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from catalogsync.maintainer.records import InvalidLine, Scanned, scan, to_row
+
+REJECT_RAW_LIMIT = 1 << 20
+"""Longest raw text kept for a rejected line (a runaway line is truncated, not stored whole)."""
+
+Reject = tuple[int, str, str]
+"""(line number, error, raw text)."""
+
+
+@dataclass
+class RawChunk:
+    number: int
+    first_line: int
+    last_line: int
+    lines: list[tuple[int, bytes]]
+    """Non-blank lines with their 1-based line numbers."""
+
+
+@dataclass
+class Prepared:
+    """A chunk after :func:`prepare`: one scanned record per product id (the last line wins)."""
+
+    number: int
+    first_line: int
+    last_line: int
+    processed: int
+    records: dict[str, tuple[int, Scanned]]
+    rejects: list[Reject]
+    duplicates: int
+    total: int | None = None
+    last_index: int | None = None
+    earlier: set[str] = field(default_factory=set)
+    """Ids this chunk shares with earlier chunks: applied after them, counted as duplicates."""
+
+
+@dataclass
+class Plan:
+    """What a chunk does to the table."""
+
+    new_rows: list[tuple[Any, ...]]
+    changed_rows: list[tuple[Any, ...]]
+    counts: dict[str, int]
+    rejects: list[Reject]
+
+
+async def split_chunks(source: AsyncIterator[bytes], size: int) -> AsyncIterator[RawChunk]:
+    """Number the lines of ``source`` and group them ``size`` line numbers at a time."""
+    pending = b""
+    line_no = 0
+    number = 0
+    lines: list[tuple[int, bytes]] = []
+    started = False
+
+    def flush() -> RawChunk:
+        return RawChunk(number, number * size + 1, line_no, lines)
+
+    async for data in source:
+        if not data:
+            continue
+        parts = (pending + data).split(b"\n") if pending else data.split(b"\n")
+        pending = parts.pop()
+        for part in parts:
+            if line_no and line_no % size == 0 and started:
+                yield flush()
+                number, lines = line_no // size, []
+            line_no += 1
+            started = True
+            if part.strip():
+                lines.append((line_no, part))
+    if pending:
+        if line_no and line_no % size == 0 and started:
+            yield flush()
+            number, lines = line_no // size, []
+        line_no += 1
+        started = True
+        if pending.strip():
+            lines.append((line_no, pending))
+    if started:
+        yield flush()
+
+
+def reject_text(line: bytes) -> str:
+    return line[:REJECT_RAW_LIMIT].decode(errors="replace").replace("\x00", "\ufffd")
+
+
+def prepare(chunk: RawChunk) -> Prepared:
+    """Scan every line: ids, hashes, invalid lines, duplicates within the chunk."""
+    records: dict[str, tuple[int, Scanned]] = {}
+    rejects: list[Reject] = []
+    duplicates = 0
+    total: int | None = None
+    last_index: int | None = None
+    for line_no, line in chunk.lines:
+        try:
+            scanned = scan(line)
+        except InvalidLine as exc:
+            rejects.append((line_no, str(exc), reject_text(line)))
+            continue
+        if scanned.total is not None:
+            total = scanned.total
+        if scanned.index is not None and (last_index is None or scanned.index > last_index):
+            last_index = scanned.index
+        if scanned.id in records:
+            duplicates += 1
+            del records[scanned.id]  # keep dict order = order of the winning lines
+        records[scanned.id] = (line_no, scanned)
+    return Prepared(
+        number=chunk.number,
+        first_line=chunk.first_line,
+        last_line=chunk.last_line,
+        processed=len(chunk.lines),
+        records=records,
+        rejects=rejects,
+        duplicates=duplicates,
+        total=total,
+        last_index=last_index,
+    )
+
+
+def plan(prepared: Prepared, stored: dict[str, tuple[bytes | None, bool]]) -> Plan:
+    """Classify the chunk's products against what the table holds and build the rows to write.
+
+    A product is new when its id is not stored, changed when its hash differs or it was
+    soft-deleted (it came back), and skipped otherwise. Lines that turn out not to be products
+    once decoded join the rejects.
+    """
+    counts = {
+        "processed": prepared.processed,
+        "inserted": 0,
+        "updated": 0,
+        "skipped": 0,
+        "duplicates": prepared.duplicates,
+        "invalid": len(prepared.rejects),
+        "undeleted": 0,
+    }
+    rejects = list(prepared.rejects)
+    new_rows: list[tuple[Any, ...]] = []
+    changed_rows: list[tuple[Any, ...]] = []
+    for product_id, (line_no, scanned) in prepared.records.items():
+        known = stored.get(product_id)
+        if known is not None and known[0] == scanned.hash and not known[1]:
+            outcome = "skipped"
+        else:
+            try:
+                row = to_row(scanned)
+            except InvalidLine as exc:
+                rejects.append((line_no, str(exc), reject_text(scanned.body)))
+                counts["invalid"] += 1
+                continue
+            if known is None:
+                new_rows.append(row)
+                outcome = "inserted"
+            else:
+                changed_rows.append(row)
+                outcome = "updated"
+                if known[1] and product_id not in prepared.earlier:
+                    counts["undeleted"] += 1
+        counts["duplicates" if product_id in prepared.earlier else outcome] += 1
+    rejects.sort()
+    return Plan(new_rows, changed_rows, counts, rejects)

@@ -1,0 +1,69 @@
+"""Soft-deleting the products a complete catalog no longer has, within a safety limit.
+
+Only a run that read the whole catalog may delete: a truncated object would otherwise look like a
+catalog that lost its tail. The limit exists because an empty or filtered feed (a wrong API key
+scope, a changed filter) is far more likely than MediPim dropping 5 % of its products overnight.
+Rows are never removed: ``deleted_at`` is set, and a product that comes back is undeleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import asyncpg
+
+from catalogsync.common.errors import InvalidDataError
+from catalogsync.maintainer.schema import Tables
+
+SEEN = "catalogsync_seen"
+
+
+class TooManyDeletes(InvalidDataError):
+    reason = "TooManyDeletes"
+
+
+def check_fraction(missing: int, live: int, max_fraction: float) -> None:
+    """Refuse when the products to delete exceed ``max_fraction`` of the live ones."""
+    if live and missing > max_fraction * live:
+        raise TooManyDeletes(
+            f"refusing to soft-delete {missing} of {live} live products "
+            f"({missing / live:.1%} > maxDeleteFraction {max_fraction:.1%}): the catalog may be "
+            "incomplete or filtered; check the fetched object, or raise "
+            "spec.maintainer.maxDeleteFraction (MAINTAINER_MAX_DELETE_FRACTION) if this is real"
+        )
+
+
+async def delete_missing(
+    conn: asyncpg.Connection,
+    tables: Tables,
+    seen: Iterable[str],
+    *,
+    max_fraction: float,
+    dry_run: bool,
+    now: datetime,
+) -> int:
+    """Soft-delete the live products not in ``seen``; call inside a transaction.
+
+    Returns how many were (or, in a dry run, would be) deleted.
+    """
+    await conn.execute(f"CREATE TEMP TABLE {SEEN} (id text PRIMARY KEY) ON COMMIT DROP")
+    await conn.copy_records_to_table(SEEN, records=((product_id,) for product_id in seen))
+    await conn.execute(f"ANALYZE {SEEN}")
+    counts = await conn.fetchrow(
+        f"""SELECT count(*) AS live,
+                   count(*) FILTER (WHERE NOT EXISTS (
+                       SELECT 1 FROM pg_temp.{SEEN} s WHERE s.id = t.id)) AS missing
+            FROM {tables.products} t WHERE t.deleted_at IS NULL"""
+    )
+    assert counts is not None
+    missing, live = int(counts["missing"]), int(counts["live"])
+    check_fraction(missing, live, max_fraction)
+    if missing and not dry_run:
+        await conn.execute(
+            f"""UPDATE {tables.products} AS t SET deleted_at = $1, updated_at = $1
+                WHERE t.deleted_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM pg_temp.{SEEN} s WHERE s.id = t.id)""",
+            now,
+        )
+    return missing

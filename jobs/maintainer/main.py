@@ -1,0 +1,117 @@
+"""``catalogsync maintain``: apply a fetched catalog to the products table.
+
+Reads the run's object from storage (or ``--file`` for a local NDJSON file), then upserts it chunk
+by chunk; see :mod:`catalogsync.maintainer.pipeline`. Configuration comes from environment
+variables, listed in docs/configuration.md; the flags only override them for manual runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from catalogsync.common.config import (
+    DatabaseSettings,
+    MaintainerSettings,
+    RunSettings,
+    StorageSettings,
+    load,
+)
+from catalogsync.common.errors import PermanentError
+from catalogsync.common.jobs import run_job
+from catalogsync.common.progress import reporters_for
+from catalogsync.common.storage import open_storage
+from catalogsync.maintainer.pipeline import STAGE, Options, maintain
+
+READ_SIZE = 1 << 20
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="catalogsync maintain",
+        description="Apply a fetched MediPim catalog (NDJSON) to the PostgreSQL products table.",
+    )
+    p.add_argument("--file", type=Path, help="read this local NDJSON file instead of storage")
+    p.add_argument("--object", help="storage key to read (default: MAINTAINER_OBJECT or the run's)")
+    p.add_argument("--dry-run", action="store_true", default=None, help="count, write nothing")
+    p.add_argument(
+        "--delete-missing",
+        action="store_true",
+        default=None,
+        help="soft-delete products the catalog no longer has",
+    )
+    return p
+
+
+async def file_source(path: Path, block: int = READ_SIZE) -> AsyncIterator[bytes]:
+    """A local file's bytes in blocks, read off the event loop."""
+    try:
+        handle = await asyncio.to_thread(path.open, "rb")
+    except FileNotFoundError:
+        raise PermanentError(f"no such file: {path}", reason="ObjectNotFound") from None
+    try:
+        while data := await asyncio.to_thread(handle.read, block):
+            yield data
+    finally:
+        handle.close()
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    return size or None
+
+
+async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, Any]:
+    database = load(DatabaseSettings)
+    overrides: dict[str, Any] = {}
+    if args.dry_run is not None:
+        overrides["dry_run"] = True
+    if args.delete_missing is not None:
+        overrides["delete_missing"] = True
+    settings = load(MaintainerSettings, **overrides)
+    reporter = reporters_for(STAGE, run_settings)
+
+    def options(key: str, size: int | None) -> Options:
+        return Options(
+            table=database.table,
+            run_id=run_settings.run_id,
+            object_key=key,
+            object_size=size,
+            chunk_size=settings.chunk_size,
+            dry_run=settings.dry_run,
+            delete_missing=settings.delete_missing,
+            max_delete_fraction=settings.max_delete_fraction,
+            max_invalid_fraction=settings.max_invalid_fraction,
+            connections=settings.connections,
+        )
+
+    if args.file is not None:
+        path = args.file.resolve()
+        opts = options(f"file://{path}", _file_size(path))
+        return await maintain(database.url, file_source(path), opts, reporter)
+
+    storage_settings = load(StorageSettings)
+    key = args.object or settings.object or storage_settings.run_key(run_settings.run_id)
+    storage = open_storage(storage_settings)
+    try:
+        info = await storage.info(key)
+        if info is None:
+            raise PermanentError(
+                f"no object {key!r} in bucket {storage_settings.bucket!r}: the fetcher did not "
+                "publish it, or MAINTAINER_OBJECT names the wrong key",
+                reason="ObjectNotFound",
+            )
+        return await maintain(database.url, storage.stream(key), options(key, info.size), reporter)
+    finally:
+        await storage.aclose()
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    return run_job(STAGE, lambda settings: run(settings, args))

@@ -1,0 +1,380 @@
+"""One maintainer run: stream the catalog, apply it chunk by chunk, then soft-delete what is gone.
+
+Three kinds of work overlap. The producer reads the object and scans each chunk (ids and hashes)
+in a worker thread; ``connections`` appliers each take the next scanned chunk, probe the table,
+decode and map only what differs (again in a thread) and write it in one transaction. On 2 cores a
+single COPY stream is CPU-bound inside PostgreSQL, so two appliers nearly halve a cold load. The
+queue between producer and appliers is bounded, so memory holds a few chunks, whatever the size
+of the catalog.
+
+Chunks may commit out of order. The only order that matters is between two occurrences of the
+same product id (the last one wins), so a chunk that repeats an id of an earlier chunk waits until
+every earlier chunk has committed before it is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from catalogsync.common.errors import InvalidDataError, PermanentError
+from catalogsync.common.progress import Reporter, Snapshot
+from catalogsync.maintainer import loader, runs
+from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
+from catalogsync.maintainer.deletes import delete_missing
+from catalogsync.maintainer.schema import Tables, migrate, table_exists
+
+log = logging.getLogger(__name__)
+
+STAGE = "maintainer"
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str
+    run_id: str
+    object_key: str
+    object_size: int | None = None
+    chunk_size: int = 5000
+    dry_run: bool = False
+    delete_missing: bool = False
+    max_delete_fraction: float = 0.05
+    max_invalid_fraction: float = 0.01
+    connections: int = 2
+
+
+class TooManyInvalid(InvalidDataError):
+    reason = "TooManyInvalidLines"
+
+    def __init__(self, message: str, rejects: list[Reject]) -> None:
+        super().__init__(message)
+        self.rejects = rejects
+
+
+@dataclass
+class Progress:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(runs.COUNTS, 0))
+    chunks_done: int = 0
+    deleted: int = 0
+    total: int | None = None
+    last_index: int | None = None
+    timings: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("scan", "probe", "map", "write"), 0.0)
+    )
+
+    def snapshot(self) -> Snapshot:
+        counts = self.counts
+        return Snapshot(
+            stage=STAGE,
+            done=counts["processed"],
+            total=self.total,
+            unit="products",
+            counts={
+                "total": self.total if self.total is not None else counts["processed"],
+                "processed": counts["processed"],
+                "inserted": counts["inserted"],
+                "updated": counts["updated"],
+                "skipped": counts["skipped"],
+                "deleted": self.deleted,
+                "invalid": counts["invalid"],
+                "chunksDone": self.chunks_done,
+            },
+        )
+
+
+class NullReporter:
+    async def update(self, snapshot: Snapshot) -> None:
+        return None
+
+    async def finish(self, snapshot: Snapshot, summary: Mapping[str, Any]) -> None:
+        return None
+
+
+class Run:
+    def __init__(
+        self,
+        dsn: str,
+        source: AsyncIterator[bytes],
+        options: Options,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.source = source
+        self.options = options
+        self.reporter: Reporter = reporter or NullReporter()
+        self.tables = Tables.for_table(options.table)
+        self.progress = Progress()
+        self.seen: set[str] = set()
+        self.pending: dict[int, asyncio.Event] = {}
+        self.table_exists = True
+        self.chunk_size = options.chunk_size
+        self.resumed = False
+
+    async def _connect(self, role: str) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(
+                self.dsn,
+                server_settings={"application_name": f"catalogsync-maintainer {role}"[:63]},
+            )
+        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as e:
+            raise PermanentError(
+                f"the database rejected the credentials: {e} (check key 'url' of the database "
+                "Secret, DATABASE_URL)",
+                reason="InvalidCredentials",
+            ) from None
+        except asyncpg.InvalidCatalogNameError as e:
+            raise PermanentError(
+                f"{e}: DATABASE_URL names a database that does not exist",
+                reason="InvalidConfiguration",
+            ) from None
+
+    async def execute(self) -> dict[str, Any]:
+        started = time.monotonic()
+        opts = self.options
+        control = await self._connect(f"{opts.run_id} control")
+        complete = False
+        try:
+            await runs.acquire_table_lock(control, self.tables)
+            if opts.dry_run:
+                self.table_exists = await table_exists(control, self.tables)
+                state = runs.RunState(chunk_size=opts.chunk_size)
+            else:
+                await migrate(control, self.tables)
+                state = await runs.begin_run(
+                    control,
+                    self.tables,
+                    opts.run_id,
+                    object_key=opts.object_key,
+                    object_size=opts.object_size,
+                    chunk_size=opts.chunk_size,
+                )
+                if state.status == "succeeded":
+                    log.info("run %s already succeeded; nothing to do", opts.run_id)
+                    return self._stored_summary(state.summary)
+                self.progress.counts.update(state.counts)
+                self.progress.chunks_done = len(state.committed)
+                self.chunk_size = state.chunk_size
+                self.resumed = state.resumed
+            try:
+                await self._apply_all(state.committed)
+                complete = self._complete()
+                now = datetime.now(UTC)
+                self._check_invalid(self.progress.counts["processed"], [])
+                async with control.transaction():
+                    if opts.delete_missing and complete and self.table_exists:
+                        self.progress.deleted = await delete_missing(
+                            control,
+                            self.tables,
+                            self.seen,
+                            max_fraction=opts.max_delete_fraction,
+                            dry_run=opts.dry_run or not self.table_exists,
+                            now=now,
+                        )
+                    elif opts.delete_missing:
+                        log.warning(
+                            "not deleting missing products: the catalog is incomplete "
+                            "(last index %s of total %s)",
+                            self.progress.last_index,
+                            self.progress.total,
+                        )
+                    self.progress.timings["total"] = time.monotonic() - started
+                    if not opts.dry_run:
+                        await runs.finish_run(
+                            control,
+                            self.tables,
+                            opts.run_id,
+                            status="succeeded",
+                            total=self._total(),
+                            deleted=self.progress.deleted,
+                            complete=complete,
+                            timings=self.progress.timings,
+                        )
+            except InvalidDataError as exc:
+                if not opts.dry_run:
+                    await self._record_failure(control, exc)
+                raise
+        finally:
+            await control.close()
+        summary = self.summary(complete)
+        await self.reporter.finish(self.progress.snapshot(), summary)
+        return summary
+
+    async def _record_failure(self, control: asyncpg.Connection, exc: InvalidDataError) -> None:
+        with contextlib.suppress(asyncpg.PostgresError, OSError):
+            async with control.transaction():
+                if isinstance(exc, TooManyInvalid):
+                    await runs.record_rejects(
+                        control, self.tables, self.options.run_id, exc.rejects
+                    )
+                await runs.finish_run(
+                    control,
+                    self.tables,
+                    self.options.run_id,
+                    status="failed",
+                    message=str(exc),
+                    total=self._total(),
+                    timings=self.progress.timings,
+                )
+
+    def _complete(self) -> bool:
+        total, last = self.progress.total, self.progress.last_index
+        return total is None or (last is not None and last + 1 == total)
+
+    def _total(self) -> int:
+        total = self.progress.total
+        return total if total is not None else self.progress.counts["processed"]
+
+    def summary(self, complete: bool) -> dict[str, Any]:
+        counts = self.progress.counts
+        return {
+            "runId": self.options.run_id,
+            "table": self.tables.qualified,
+            "object": self.options.object_key,
+            "dryRun": self.options.dry_run,
+            "resumed": self.resumed,
+            "complete": complete,
+            **self.progress.snapshot().counts,
+            "duplicates": counts["duplicates"],
+            "undeleted": counts["undeleted"],
+            "seconds": round(self.progress.timings.get("total", 0.0), 3),
+        }
+
+    def _stored_summary(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "runId": self.options.run_id,
+            "table": self.tables.qualified,
+            "object": row["object"],
+            "dryRun": False,
+            "resumed": True,
+            "complete": row["complete"],
+            "total": row["total"],
+            "processed": row["processed"],
+            "inserted": row["inserted"],
+            "updated": row["updated"],
+            "skipped": row["skipped"],
+            "deleted": row["deleted"],
+            "invalid": row["invalid"],
+            "chunksDone": row["chunks_done"],
+            "duplicates": row["duplicates"],
+            "undeleted": row["undeleted"],
+        }
+
+    async def _apply_all(self, committed: set[int]) -> None:
+        workers = 1 if self.options.dry_run else max(1, self.options.connections)
+        queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=1)
+        connections = [await self._connect(f"{self.options.run_id} {i}") for i in range(workers)]
+        try:
+            if self.table_exists:
+                for conn in connections:
+                    await loader.prepare_connection(conn, self.tables)
+            tasks = [asyncio.create_task(self._produce(queue, committed, workers))]
+            tasks += [asyncio.create_task(self._work(conn, queue)) for conn in connections]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for conn in connections:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 10)
+
+    async def _produce(
+        self, queue: asyncio.Queue[Prepared | None], committed: set[int], workers: int
+    ) -> None:
+        async for raw in split_chunks(self.source, self.chunk_size):
+            began = time.monotonic()
+            prepared = await asyncio.to_thread(prepare, raw)
+            self.progress.timings["scan"] += time.monotonic() - began
+            if prepared.total is not None:
+                self.progress.total = prepared.total
+            if prepared.last_index is not None:
+                self.progress.last_index = max(self.progress.last_index or 0, prepared.last_index)
+            ids = prepared.records.keys()
+            if prepared.number in committed:
+                self.seen.update(ids)
+                continue
+            prepared.earlier = {product_id for product_id in ids if product_id in self.seen}
+            self.seen.update(ids)
+            self.pending[prepared.number] = asyncio.Event()
+            await queue.put(prepared)
+        for _ in range(workers):
+            await queue.put(None)
+
+    async def _work(self, conn: asyncpg.Connection, queue: asyncio.Queue[Prepared | None]) -> None:
+        while (prepared := await queue.get()) is not None:
+            try:
+                if prepared.earlier:
+                    for number, event in list(self.pending.items()):
+                        if number < prepared.number:
+                            await event.wait()
+                await self._apply(conn, prepared)
+            finally:
+                self.pending.pop(prepared.number).set()
+
+    def _check_invalid(self, reach: int, rejects: list[Reject], extra: int = 0) -> None:
+        invalid = self.progress.counts["invalid"] + extra
+        denominator = max(self.progress.total or 0, reach)
+        limit = self.options.max_invalid_fraction
+        if invalid and invalid > limit * denominator:
+            raise TooManyInvalid(
+                f"{invalid} invalid lines of {denominator} ({invalid / denominator:.2%}) exceed "
+                f"maxInvalidFraction {limit:.2%}; the lines are in "
+                f"{self.tables.bookkeeping('catalogsync_rejects')} for run {self.options.run_id}",
+                rejects,
+            )
+
+    async def _apply(self, conn: asyncpg.Connection, prepared: Prepared) -> None:
+        began = time.monotonic()
+        timings = self.progress.timings
+        ids = list(prepared.records)
+        stored = await loader.probe(conn, self.tables, ids) if self.table_exists and ids else {}
+        probed = time.monotonic()
+        timings["probe"] += probed - began
+        changes = await asyncio.to_thread(plan, prepared, stored)
+        mapped = time.monotonic()
+        timings["map"] += mapped - probed
+        counts = changes.counts
+        self._check_invalid(prepared.last_line, changes.rejects, counts["invalid"])
+        if not self.options.dry_run:
+            now = datetime.now(UTC)
+            async with conn.transaction():
+                await loader.insert_new(conn, self.tables, changes.new_rows, now)
+                await loader.update_changed(conn, self.tables, changes.changed_rows, now)
+                await runs.record_rejects(conn, self.tables, self.options.run_id, changes.rejects)
+                await runs.record_chunk(
+                    conn,
+                    self.tables,
+                    self.options.run_id,
+                    chunk=prepared.number,
+                    first_line=prepared.first_line,
+                    last_line=prepared.last_line,
+                    counts=counts,
+                    seconds=time.monotonic() - began,
+                )
+        timings["write"] += time.monotonic() - mapped
+        for name, value in counts.items():
+            self.progress.counts[name] += value
+        self.progress.chunks_done += 1
+        await self.reporter.update(self.progress.snapshot())
+
+
+async def maintain(
+    dsn: str,
+    source: AsyncIterator[bytes],
+    options: Options,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Apply the catalog in ``source`` to ``options.table``; returns the run's summary."""
+    return await Run(dsn, source, options, reporter).execute()

@@ -1,0 +1,251 @@
+"""From one NDJSON line of a MediPim stream to the values of one products row. Pure functions.
+
+Two speeds. Most lines of a re-sync are unchanged, and for those only the product id and the
+content hash are needed, so :func:`scan` gets both from the bytes without decoding the JSON: the
+line is the wrapper ``{"meta":{"total":T,"index":I},"result":{...}}``, the product's first key is
+its ``id``, and the hash covers the ``result`` bytes with every ``"embedUrl":"..."`` pair cut out
+(a pre-signed URL that changes on every download). Only new or changed products are then decoded
+and mapped by :func:`to_row`. A line in any other layout (keys reordered, extra spaces) is decoded
+at once and hashed over its canonical form (sorted keys, ``meta.embedUrl`` left out); the two forms
+give different hashes for the same product, which at worst rewrites it once, never misses a change.
+
+Mapping is lenient, because the feed's types drift from its documentation: names arrive localized
+(``{"en": ...}``) or plain, codes as strings, numbers or arrays, fields go missing. Only a line
+that is not JSON, has no ``result`` object or no string ``result.id`` is invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import xxhash
+
+WRAPPER = re.compile(
+    rb'\{\s*"meta"\s*:\s*\{\s*"total"\s*:\s*(\d+)\s*,\s*"index"\s*:\s*(\d+)\s*\}\s*,\s*"result"\s*:\s*'
+)
+FIRST_ID = re.compile(rb'\{\s*"id"\s*:\s*"([^"\\]{1,200})"')
+EMBED_URL = re.compile(rb'"embedUrl"\s*:\s*"(?:[^"\\]|\\.)*"')
+TAIL = re.compile(rb"\}\s*$")
+
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "name",
+    "status",
+    "organization",
+    "brand",
+    "eanGtin13",
+    "eanGtin14",
+    "artgId",
+    "pbs",
+    "snomedMpp",
+    "snomedTpp",
+    "gs1Category",
+    "createdAt",
+    "metaUpdatedAt",
+    "raw",
+    "content_hash",
+)
+"""The mapped columns, in the order of the tuples :func:`to_row` returns."""
+
+
+class InvalidLine(ValueError):
+    """A line that cannot become a product row; the message goes to the rejects table."""
+
+
+@dataclass(slots=True)
+class Scanned:
+    """What a line's bytes tell without decoding it, or its decoded product when they could not."""
+
+    id: str
+    hash: bytes
+    body: bytes
+    """The ``result`` object's JSON text, byte for byte as received (stored as ``raw``)."""
+    total: int | None = None
+    index: int | None = None
+    product: dict[str, Any] | None = None
+
+
+def digest(data: bytes) -> bytes:
+    return xxhash.xxh3_128_digest(data)
+
+
+def scan(line: bytes) -> Scanned:
+    """The id and content hash of a line, decoding the JSON only when the layout is unusual.
+
+    Raises :class:`InvalidLine` when the line cannot be a product.
+    """
+    wrapper = WRAPPER.match(line)
+    if wrapper is not None:
+        tail = TAIL.search(line, wrapper.end())
+        if tail is not None:
+            body = line[wrapper.end() : tail.start()]
+            first = FIRST_ID.match(body)
+            if first is not None:
+                return Scanned(
+                    id=first.group(1).decode(),
+                    hash=digest(EMBED_URL.sub(b"", body)),
+                    body=body,
+                    total=int(wrapper.group(1)),
+                    index=int(wrapper.group(2)),
+                )
+    return scan_decoded(line)
+
+
+def scan_decoded(line: bytes) -> Scanned:
+    """The slow path of :func:`scan`: decode, validate, hash the canonical form."""
+    product, total, index = decode(line)
+    meta = product.get("meta")
+    if isinstance(meta, dict) and "embedUrl" in meta:
+        canonical = {**product, "meta": {k: v for k, v in meta.items() if k != "embedUrl"}}
+    else:
+        canonical = product
+    return Scanned(
+        id=product["id"],
+        hash=digest(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)),
+        body=orjson.dumps(product),
+        total=total,
+        index=index,
+        product=product,
+    )
+
+
+def decode(line: bytes) -> tuple[dict[str, Any], int | None, int | None]:
+    """The product of a line, with the wrapper's ``meta.total`` and ``meta.index`` if present."""
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidLine(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidLine(f"a line must be a JSON object, not {type(document).__name__}")
+    product = document.get("result")
+    if not isinstance(product, dict):
+        raise InvalidLine("no 'result' object")
+    product_id = product.get("id")
+    if not isinstance(product_id, str) or not product_id:
+        raise InvalidLine(f"'result.id' must be a non-empty string, not {product_id!r:.40}")
+    wrapper = document.get("meta")
+    total = index = None
+    if isinstance(wrapper, dict):
+        total = wrapper.get("total") if isinstance(wrapper.get("total"), int) else None
+        index = wrapper.get("index") if isinstance(wrapper.get("index"), int) else None
+    return product, total, index
+
+
+def to_row(scanned: Scanned) -> tuple[Any, ...]:
+    """The :data:`COLUMNS` values of a scanned line, decoding its body if not done yet."""
+    product = scanned.product
+    body = scanned.body
+    if product is None:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidLine(f"not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise InvalidLine("no 'result' object")
+        product = parsed
+    if b"\\u0000" in body:
+        # PostgreSQL's text and jsonb cannot hold NUL; keep the rest of the product.
+        product = orjson.loads(body.replace(b"\\u0000", b"\\ufffd"))
+        body = orjson.dumps(product)
+    meta = product.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    return (
+        scanned.id,
+        text(product.get("name")),
+        text(product.get("status")),
+        first_name(product.get("organizations")),
+        first_name(product.get("brands")),
+        code(product.get("eanGtin13"), 13),
+        code(product.get("eanGtin14"), 14),
+        code(product.get("artgId")),
+        code(product.get("pbs")),
+        code(product.get("snomedMpp")),
+        code(product.get("snomedTpp")),
+        gs1_category(product.get("gs1Category")),
+        timestamp(meta.get("createdAt")),
+        timestamp(meta.get("updatedAt")),
+        body.decode(),
+        scanned.hash,
+    )
+
+
+def text(value: Any) -> str | None:
+    """A plain string from a plain or localized value (English first, else any locale)."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        for key in ("en", "en_AU", "en-AU"):
+            if isinstance(value.get(key), str):
+                return clean(value[key])
+        for item in value.values():
+            if isinstance(item, str):
+                return clean(item)
+        return None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def first_name(value: Any) -> str | None:
+    """``brands[0].name`` / ``organizations[0].name``, as the original table had them."""
+    if isinstance(value, list):
+        for item in value:
+            name = text(item.get("name")) if isinstance(item, dict) else text(item)
+            if name:
+                return name
+        return None
+    if isinstance(value, dict):
+        return text(value.get("name"))
+    return text(value)
+
+
+def code(value: Any, digits: int | None = None) -> str | None:
+    """A code as text: strings kept (leading zeros and all), numbers zero-padded, lists' first."""
+    if isinstance(value, list):
+        return next((c for c in (code(item, digits) for item in value) if c), None)
+    if isinstance(value, str):
+        return clean(value.strip()) or None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value).zfill(digits) if digits else str(value)
+    if isinstance(value, float) and value.is_integer():
+        return code(int(value), digits)
+    return None
+
+
+def gs1_category(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return code(value.get("code"))
+    return code(value)
+
+
+def timestamp(value: Any) -> datetime | None:
+    """A unix timestamp (seconds; milliseconds are recognised) as an aware datetime."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                return None
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value > 100_000_000_000:
+        value = value / 1000
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def clean(value: str) -> str:
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value

@@ -1,0 +1,241 @@
+"""The run's record in the database: the table lock, the run row, and the checkpoint.
+
+The checkpoint is the set of committed chunks: each chunk's transaction inserts its row in
+``catalogsync_chunks`` (with its counts) and adds its counts to the run row, so a chunk is either
+wholly applied and recorded or not at all. Chunks are numbered from the line numbers
+(chunk ``k`` holds lines ``k*size+1 .. (k+1)*size``), which is why a resumed run keeps the chunk
+size it started with. ``checkpoint_line`` on the run row is the end of the longest prefix of
+committed chunks, kept for people reading the table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from catalogsync.common.errors import TransientError
+from catalogsync.maintainer.schema import LOCK_CLASS, Tables
+
+log = logging.getLogger(__name__)
+
+COUNTS = ("processed", "inserted", "updated", "skipped", "duplicates", "invalid", "undeleted")
+
+
+class TableLocked(TransientError):
+    reason = "TableLocked"
+
+
+async def acquire_table_lock(conn: asyncpg.Connection, tables: Tables) -> None:
+    """Hold the table's session advisory lock until ``conn`` closes, or fail at once.
+
+    A second maintainer on the same table is a stale pod of an earlier attempt or a misconfigured
+    second run; failing as *transient* lets the Job's back-off retry after the holder is gone.
+    """
+    got = await conn.fetchval(
+        "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS, tables.qualified
+    )
+    if got:
+        return
+    holder = await conn.fetchrow(
+        """SELECT a.pid, a.application_name, a.client_addr::text AS addr, a.backend_start
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+             AND l.classid = ($1::bigint & 4294967295)::oid
+             AND l.objid = (hashtext($2)::bigint & 4294967295)::oid
+           LIMIT 1""",
+        LOCK_CLASS,
+        tables.qualified,
+    )
+    who = "another session"
+    if holder is not None:
+        since = f"{holder['backend_start']:%Y-%m-%d %H:%M:%S}"
+        who = (
+            f"'{holder['application_name'] or 'unknown'}' (backend pid {holder['pid']}, "
+            f"from {holder['addr'] or 'local'}, connected {since})"
+        )
+    raise TableLocked(
+        f"another maintainer is writing {tables.qualified}: {who} holds its lock; this attempt "
+        "exits and the Job retries later (stop the other run, or wait for it, if this persists)"
+    )
+
+
+@dataclass
+class RunState:
+    """What the database remembers of this run when it starts (or resumes)."""
+
+    chunk_size: int
+    status: str = "running"
+    resumed: bool = False
+    committed: set[int] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+async def begin_run(
+    conn: asyncpg.Connection,
+    tables: Tables,
+    run_id: str,
+    *,
+    object_key: str,
+    object_size: int | None,
+    chunk_size: int,
+) -> RunState:
+    """Create the run row, or pick up the one an interrupted attempt left."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT * FROM {tables.runs} WHERE table_name = $1 AND run_id = $2 FOR UPDATE",
+            tables.qualified,
+            run_id,
+        )
+        if row is not None and _same_object(row, object_key, object_size):
+            if row["status"] == "succeeded":
+                return RunState(chunk_size=row["chunk_size"], status="succeeded", summary=dict(row))
+            await conn.execute(
+                f"""UPDATE {tables.runs} SET attempts = attempts + 1, status = 'running',
+                        message = NULL, updated_at = now()
+                    WHERE table_name = $1 AND run_id = $2""",
+                tables.qualified,
+                run_id,
+            )
+            chunks = await conn.fetch(
+                f"SELECT chunk FROM {tables.chunks} WHERE table_name = $1 AND run_id = $2",
+                tables.qualified,
+                run_id,
+            )
+            state = RunState(
+                chunk_size=row["chunk_size"],
+                resumed=True,
+                committed={r["chunk"] for r in chunks},
+                counts={name: row[name] for name in COUNTS},
+            )
+            log.info(
+                "resuming run %s: %d chunks already committed",
+                run_id,
+                len(state.committed),
+                extra={"chunksDone": len(state.committed)},
+            )
+            return state
+        if row is not None:
+            log.warning(
+                "run %s was started on %s (%s bytes); starting over on %s (%s bytes)",
+                run_id,
+                row["object"],
+                row["object_size"],
+                object_key,
+                object_size,
+            )
+            await conn.execute(
+                f"DELETE FROM {tables.runs} WHERE table_name = $1 AND run_id = $2",
+                tables.qualified,
+                run_id,
+            )
+        await conn.execute(
+            f"""INSERT INTO {tables.runs} (table_name, run_id, object, object_size, chunk_size)
+                VALUES ($1, $2, $3, $4, $5)""",
+            tables.qualified,
+            run_id,
+            object_key,
+            object_size,
+            chunk_size,
+        )
+    return RunState(chunk_size=chunk_size, counts=dict.fromkeys(COUNTS, 0))
+
+
+def _same_object(row: asyncpg.Record, key: str, size: int | None) -> bool:
+    if row["object"] != key:
+        return False
+    return not (size and row["object_size"] and size != row["object_size"])
+
+
+async def record_chunk(
+    conn: asyncpg.Connection,
+    tables: Tables,
+    run_id: str,
+    *,
+    chunk: int,
+    first_line: int,
+    last_line: int,
+    counts: dict[str, int],
+    seconds: float,
+) -> None:
+    """The checkpoint: call inside the chunk's transaction."""
+    await conn.execute(
+        f"""INSERT INTO {tables.chunks} (table_name, run_id, chunk, first_line, last_line,
+                processed, inserted, updated, skipped, duplicates, invalid, undeleted, seconds)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+        tables.qualified,
+        run_id,
+        chunk,
+        first_line,
+        last_line,
+        *(counts[name] for name in COUNTS),
+        seconds,
+    )
+    await conn.execute(
+        f"""UPDATE {tables.runs} SET processed = processed + $3, inserted = inserted + $4,
+                updated = updated + $5, skipped = skipped + $6, duplicates = duplicates + $7,
+                invalid = invalid + $8, undeleted = undeleted + $9, chunks_done = chunks_done + 1,
+                updated_at = now()
+            WHERE table_name = $1 AND run_id = $2""",
+        tables.qualified,
+        run_id,
+        *(counts[name] for name in COUNTS),
+    )
+
+
+async def record_rejects(
+    conn: asyncpg.Connection, tables: Tables, run_id: str, rejects: list[tuple[int, str, str]]
+) -> None:
+    if rejects:
+        await conn.executemany(
+            f"""INSERT INTO {tables.rejects} (table_name, run_id, line, error, raw)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+            [(tables.qualified, run_id, *reject) for reject in rejects],
+        )
+
+
+async def finish_run(
+    conn: asyncpg.Connection,
+    tables: Tables,
+    run_id: str,
+    *,
+    status: str,
+    message: str | None = None,
+    total: int | None = None,
+    deleted: int = 0,
+    complete: bool | None = None,
+    timings: dict[str, float] | None = None,
+) -> None:
+    await conn.execute(
+        f"""UPDATE {tables.runs} AS r SET status = $3, message = $4, total = coalesce($5, total),
+                deleted = $6, complete = $7, timings = $8::jsonb, finished_at = now(),
+                updated_at = now(),
+                checkpoint_line = coalesce((
+                    SELECT max(c.last_line) FROM {tables.chunks} c
+                    WHERE c.table_name = r.table_name AND c.run_id = r.run_id
+                      AND c.chunk < coalesce((
+                          SELECT min(g.n) FROM generate_series(0, r.chunks_done) AS g(n)
+                          WHERE NOT EXISTS (
+                              SELECT 1 FROM {tables.chunks} c2
+                              WHERE c2.table_name = r.table_name AND c2.run_id = r.run_id
+                                AND c2.chunk = g.n)), 0)), 0)
+            WHERE table_name = $1 AND run_id = $2""",
+        tables.qualified,
+        run_id,
+        status,
+        message,
+        total,
+        deleted,
+        complete,
+        _json(timings),
+    )
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value).decode()

@@ -1,0 +1,193 @@
+"""The database objects the maintainer owns, and the migrations that create or upgrade them.
+
+Identifiers cannot be bind parameters, so every table name reaches SQL text through
+:func:`quote_table`, which accepts only what ``validate_table_name`` accepts and quotes it anyway.
+Migrations are numbered SQL files in ``migrations/``, each applied once per target table, in its
+own transaction, under a transaction-level advisory lock so that two maintainers starting together
+cannot apply the same one twice. Every statement is also written to be harmless when repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from catalogsync.common.config import IDENTIFIER, validate_table_name
+from catalogsync.common.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+LOCK_CLASS = 0x63_73_79_6E
+"""First key of every advisory lock the maintainer takes (``csyn``); the second names the table."""
+MIGRATION_LOCK = 0
+SUPABASE_ROLES = ("service_role", "authenticated")
+POLICY = "catalogsync_service_role_all"
+
+
+def quote_ident(name: str) -> str:
+    if not IDENTIFIER.match(name):
+        raise PermanentError(f"{name!r} is not an identifier this project will put into SQL")
+    return f'"{name}"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def split_table(value: str) -> tuple[str, str]:
+    """``schema``, ``table`` of a configured name, rejecting anything but plain identifiers."""
+    try:
+        qualified = validate_table_name(value)
+    except ValueError as exc:
+        raise PermanentError(str(exc), reason="InvalidConfiguration") from None
+    schema, name = qualified.split(".")
+    return schema, name
+
+
+def quote_table(value: str) -> str:
+    """``"schema"."table"`` for a configured table name; the one way table names enter SQL."""
+    schema, name = split_table(value)
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The quoted names of the products table and its bookkeeping tables."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def for_table(cls, value: str) -> Tables:
+        schema, name = split_table(value)
+        return cls(schema, name)
+
+    @property
+    def qualified(self) -> str:
+        """Unquoted ``schema.table``: the key of this table in the bookkeeping tables."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def products(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    def bookkeeping(self, name: str) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(name)}"
+
+    @property
+    def runs(self) -> str:
+        return self.bookkeeping("catalogsync_runs")
+
+    @property
+    def chunks(self) -> str:
+        return self.bookkeeping("catalogsync_chunks")
+
+    @property
+    def rejects(self) -> str:
+        return self.bookkeeping("catalogsync_rejects")
+
+    @property
+    def migrations(self) -> str:
+        return self.bookkeeping("catalogsync_migrations")
+
+    def render(self, sql: str) -> str:
+        """Fill a migration's ``{{placeholders}}``; an unknown placeholder is a bug, not SQL."""
+        values = {
+            "schema": quote_ident(self.schema),
+            "table": self.products,
+            "table_literal": quote_literal(self.products),
+            "index_prefix": quote_literal(self.name[:40] + "_"),
+        }
+
+        def fill(match: re.Match[str]) -> str:
+            return values[match.group(1)]
+
+        return re.sub(r"\{\{(\w+)\}\}", fill, sql)
+
+
+def migration_files() -> list[tuple[int, str, Path]]:
+    found = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        number, _, title = path.stem.partition("_")
+        found.append((int(number), title, path))
+    return found
+
+
+async def table_exists(conn: asyncpg.Connection, tables: Tables) -> bool:
+    found = await conn.fetchval("SELECT to_regclass($1)", tables.products)
+    return found is not None
+
+
+async def migrate(conn: asyncpg.Connection, tables: Tables) -> list[int]:
+    """Apply the migrations ``tables`` has not had yet; returns the numbers applied."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, MIGRATION_LOCK)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(tables.schema)}")
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {tables.migrations} (
+                    table_name text NOT NULL,
+                    version integer NOT NULL,
+                    title text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (table_name, version))"""
+        )
+    for version, title, path in migration_files():
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, MIGRATION_LOCK)
+            done = await conn.fetchval(
+                f"SELECT true FROM {tables.migrations} WHERE table_name = $1 AND version = $2",
+                tables.qualified,
+                version,
+            )
+            if done:
+                continue
+            await conn.execute(tables.render(path.read_text()))
+            await conn.execute(
+                f"INSERT INTO {tables.migrations} (table_name, version, title) VALUES ($1, $2, $3)",
+                tables.qualified,
+                version,
+                title,
+            )
+            applied.append(version)
+            log.info("applied migration %03d %s to %s", version, title, tables.qualified)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, MIGRATION_LOCK)
+        await ensure_row_level_security(conn, tables)
+    return applied
+
+
+async def on_supabase(conn: asyncpg.Connection) -> bool:
+    """Supabase is recognised by its API roles; elsewhere row-level security is left alone."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])", list(SUPABASE_ROLES)
+    )
+    return bool(count == len(SUPABASE_ROLES))
+
+
+async def ensure_row_level_security(conn: asyncpg.Connection, tables: Tables) -> bool:
+    """On Supabase, keep every table behind RLS with one policy that admits the service role.
+
+    Supabase exposes tables of ``public`` through its REST API to the ``anon`` and
+    ``authenticated`` roles; with RLS on and only a ``service_role`` policy, they see nothing.
+    """
+    if not await on_supabase(conn):
+        return False
+    for table in (tables.products, tables.runs, tables.chunks, tables.rejects):
+        await conn.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        has_policy = await conn.fetchval(
+            """SELECT true FROM pg_policy p JOIN pg_roles r ON r.oid = ANY(p.polroles)
+               WHERE p.polrelid = $1::regclass AND r.rolname = 'service_role' LIMIT 1""",
+            table,
+        )
+        if not has_policy:
+            await conn.execute(
+                f"CREATE POLICY {quote_ident(POLICY)} ON {table} "
+                "FOR ALL TO service_role USING (true) WITH CHECK (true)"
+            )
+    return True

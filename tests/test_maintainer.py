@@ -1,0 +1,528 @@
+"""The maintainer against a real PostgreSQL: loads, re-syncs, bad data, resume, deletes, locks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from catalogsync.common.errors import ExitCode, InvalidDataError, PermanentError, TransientError
+from catalogsync.maintainer.deletes import TooManyDeletes
+from catalogsync.maintainer.main import file_source
+from catalogsync.maintainer.pipeline import Options, TooManyInvalid, maintain
+from catalogsync.maintainer.runs import TableLocked, acquire_table_lock
+from catalogsync.maintainer.schema import Tables, migrate
+from tests import maintainer_data as data
+
+MAPPED = (
+    'id, name, status, organization, brand, "eanGtin13", "eanGtin14", "artgId", pbs, '
+    '"snomedMpp", "snomedTpp", "gs1Category", "createdAt", "metaUpdatedAt", raw'
+)
+
+
+async def run(
+    dsn: str, path: Path, run_id: str, table: str = "public.products", **options: Any
+) -> dict[str, Any]:
+    key = f"file://{path}"  # as the CLI names a local file (tmp_path is absolute)
+    opts = Options(table=table, run_id=run_id, object_key=key, chunk_size=100, **options)
+    return await maintain(dsn, file_source(path), opts)
+
+
+async def rows(dsn: str, table: str = "public.products") -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetch(
+            f"SELECT {MAPPED}, content_hash, deleted_at, xmin::text AS xmin FROM {table}"
+        )
+    finally:
+        await conn.close()
+    result = {}
+    for row in found:
+        values = dict(row)
+        values["raw"] = orjson.loads(values["raw"])
+        result[row["id"]] = values
+    return result
+
+
+def without_embed_url(values: dict[str, Any]) -> dict[str, Any]:
+    """Mapped values with the volatile pre-signed URL left out of ``raw``."""
+    raw = values["raw"]
+    meta = {k: v for k, v in raw["meta"].items() if k != "embedUrl"}
+    return {**values, "raw": {**raw, "meta": meta}}
+
+
+def mapped(row: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in row.items() if k not in ("content_hash", "deleted_at", "xmin")}
+    return without_embed_url(kept)
+
+
+def expected(record: dict[str, Any]) -> dict[str, Any]:
+    return without_embed_url(data.expected_row(record))
+
+
+def catalog(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [data.product(n) for n in range(start, start + count)]
+
+
+async def test_cold_load_fills_every_mapped_column(pg_dsn: str, tmp_path: Path) -> None:
+    products = catalog(350)
+    summary = await run(pg_dsn, data.write(tmp_path / "c.ndjson", products), "cold")
+    assert summary["inserted"] == 350
+    assert summary["processed"] == summary["total"] == 350
+    assert (summary["updated"], summary["skipped"], summary["invalid"]) == (0, 0, 0)
+    assert summary["chunksDone"] == 4
+    stored = await rows(pg_dsn)
+    assert set(stored) == {p["id"] for p in products}
+    for record in products:
+        assert mapped(stored[record["id"]]) == expected(record)
+        assert len(stored[record["id"]]["content_hash"]) == 16
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        run_row = await conn.fetchrow("SELECT * FROM catalogsync_runs WHERE run_id = 'cold'")
+        assert run_row is not None
+        assert run_row["status"] == "succeeded"
+        assert (run_row["inserted"], run_row["chunks_done"], run_row["checkpoint_line"]) == (
+            350,
+            4,
+            350,
+        )
+        compression = await conn.fetchval(
+            "SELECT attcompression::text FROM pg_attribute "
+            "WHERE attrelid = 'public.products'::regclass AND attname = 'raw'"
+        )
+        assert compression == "l"
+    finally:
+        await conn.close()
+
+
+async def test_unchanged_resync_rewrites_no_row(pg_dsn: str, tmp_path: Path) -> None:
+    products = catalog(250)
+    await run(pg_dsn, data.write(tmp_path / "a.ndjson", products), "first")
+    before = await rows(pg_dsn)
+    again = [data.reembed(p, salt=i + 1) for i, p in enumerate(products)]
+    summary = await run(pg_dsn, data.write(tmp_path / "b.ndjson", again), "second")
+    assert (summary["skipped"], summary["inserted"], summary["updated"]) == (250, 0, 0)
+    after = await rows(pg_dsn)
+    assert {k: v["xmin"] for k, v in after.items()} == {k: v["xmin"] for k, v in before.items()}
+
+
+async def test_changed_added_removed_and_replaced(pg_dsn: str, tmp_path: Path) -> None:
+    base = catalog(1000)
+    await run(pg_dsn, data.write(tmp_path / "v1.ndjson", base), "v1", delete_missing=True)
+    before = await rows(pg_dsn)
+    rng = random.Random(7)
+    indexes = rng.sample(range(1000), 28)
+    changed, removed, replaced = indexes[:10], set(indexes[10:15]), indexes[15:18]
+    inactive = indexes[18:20]
+    v2 = [data.reembed(p, salt=1) for p in base]
+    for i in changed:
+        v2[i] = data.product(i, version=1)
+    for i in replaced:
+        v2[i] = data.product(i, version=1, status="replaced")
+    for i in inactive:
+        v2[i] = data.product(i, version=1, status="inactive")
+    v2 = [p for i, p in enumerate(v2) if i not in removed] + catalog(5, start=5000)
+    summary = await run(pg_dsn, data.write(tmp_path / "v2.ndjson", v2), "v2", delete_missing=True)
+    assert summary["inserted"] == 5
+    assert summary["updated"] == 15
+    assert summary["skipped"] == 1000 - 5 - 15
+    assert summary["deleted"] == 5
+    after = await rows(pg_dsn)
+    assert len(after) == 1005
+    for record in v2:
+        assert mapped(after[record["id"]]) == expected(record)
+        assert after[record["id"]]["deleted_at"] is None
+    for i in removed:
+        assert after[data.product_id(i)]["deleted_at"] is not None
+    touched = {data.product_id(i) for i in [*changed, *replaced, *inactive, *removed]}
+    for product_id, row in before.items():
+        if product_id not in touched:
+            assert after[product_id]["xmin"] == row["xmin"]
+    assert after[data.product_id(replaced[0])]["status"] == "replaced"
+    assert after[data.product_id(replaced[0])]["eanGtin13"] is None
+
+    # A removed product that comes back is undeleted (and its row made current).
+    v3 = [*v2, data.product(min(removed), version=2)]
+    summary = await run(pg_dsn, data.write(tmp_path / "v3.ndjson", v3), "v3", delete_missing=True)
+    assert (summary["updated"], summary["undeleted"], summary["deleted"]) == (1, 1, 0)
+    back = (await rows(pg_dsn))[data.product_id(min(removed))]
+    assert back["deleted_at"] is None
+    assert back["name"] == f"Product {min(removed)} v2"
+
+
+async def test_malformed_lines_and_duplicate_ids(pg_dsn: str, tmp_path: Path) -> None:
+    good = catalog(300)
+    lines = data.lines(good)
+    twin_early = data.product(5, version=9)  # same id as line 6, in the same chunk
+    twin_late = data.product(10, version=9)  # same id as line 11, two chunks later
+    bad = {
+        20: b"{not json",
+        40: b'{"meta": {"total": 300, "index": 39}, "result": {"name": "no id"}}',
+        60: b'{"meta": {"total": 300, "index": 59}, "result": {"id": 12345}}',
+        80: b'{"meta": {"total": 300, "index": 79}, "result": ["not", "an", "object"]}',
+    }
+    lines.insert(50, orjson.dumps({"meta": {"total": 300, "index": 5}, "result": twin_early}))
+    lines.append(orjson.dumps({"meta": {"total": 300, "index": 10}, "result": twin_late}))
+    lines.insert(120, b"   ")  # blank lines are not products, not errors
+    for line_no, text in bad.items():
+        lines.insert(line_no - 1, text)
+    path = data.write(tmp_path / "bad.ndjson", lines)
+    summary = await run(pg_dsn, path, "bad", max_invalid_fraction=0.05)
+    assert summary["invalid"] == 4
+    assert summary["duplicates"] == 2
+    assert summary["processed"] == 306
+    assert summary["inserted"] + summary["updated"] + summary["skipped"] == 300
+    stored = await rows(pg_dsn)
+    assert len(stored) == 300
+    assert stored[data.product_id(5)]["name"] == "Product 5 v9"
+    assert stored[data.product_id(10)]["name"] == "Product 10 v9"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rejects = await conn.fetch(
+            "SELECT line, error, raw FROM catalogsync_rejects WHERE run_id = 'bad' ORDER BY line"
+        )
+    finally:
+        await conn.close()
+    assert [r["line"] for r in rejects] == sorted(bad)
+    assert [r["raw"].encode() for r in rejects] == [bad[n] for n in sorted(bad)]
+    assert "not JSON" in rejects[0]["error"]
+    assert "result.id" in rejects[1]["error"]
+    assert "result.id" in rejects[2]["error"]
+    assert "result" in rejects[3]["error"]
+
+
+async def test_too_many_invalid_lines_fail_and_stop_committing(pg_dsn: str, tmp_path: Path) -> None:
+    lines = data.lines(catalog(500))
+    for line_no in range(250, 261):
+        lines[line_no - 1] = b"garbage"
+    path = data.write(tmp_path / "bad.ndjson", lines)
+    with pytest.raises(TooManyInvalid) as caught:
+        await run(pg_dsn, path, "bad", max_invalid_fraction=0.01, connections=1)
+    assert caught.value.exit_code == ExitCode.INVALID_DATA
+    assert "11 invalid lines of 500" in str(caught.value)
+    stored = await rows(pg_dsn)
+    assert len(stored) == 200  # chunks 0 and 1; nothing from the failing chunk on
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        run_row = await conn.fetchrow("SELECT status, message FROM catalogsync_runs")
+        rejected = await conn.fetchval("SELECT count(*) FROM catalogsync_rejects")
+    finally:
+        await conn.close()
+    assert run_row is not None
+    assert run_row["status"] == "failed"
+    assert "maxInvalidFraction" in run_row["message"]
+    assert rejected == 11
+
+
+async def test_delete_missing_refuses_beyond_threshold(pg_dsn: str, tmp_path: Path) -> None:
+    products = catalog(400)
+    await run(pg_dsn, data.write(tmp_path / "full.ndjson", products), "full")
+    shrunk = data.write(tmp_path / "shrunk.ndjson", products[:360])  # 10 % gone
+    with pytest.raises(TooManyDeletes) as caught:
+        await run(pg_dsn, shrunk, "shrunk", delete_missing=True, max_delete_fraction=0.05)
+    assert caught.value.exit_code == ExitCode.INVALID_DATA
+    assert "40 of 400" in str(caught.value)
+    assert all(row["deleted_at"] is None for row in (await rows(pg_dsn)).values())
+    summary = await run(pg_dsn, shrunk, "allowed", delete_missing=True, max_delete_fraction=0.2)
+    assert summary["deleted"] == 40
+    deleted = [k for k, row in (await rows(pg_dsn)).items() if row["deleted_at"] is not None]
+    assert sorted(deleted) == sorted(p["id"] for p in products[360:])
+
+
+async def test_delete_missing_skipped_on_incomplete_catalog(pg_dsn: str, tmp_path: Path) -> None:
+    products = catalog(300)
+    await run(pg_dsn, data.write(tmp_path / "full.ndjson", products), "full")
+    truncated = data.write(tmp_path / "cut.ndjson", data.lines(products)[:290])
+    summary = await run(pg_dsn, truncated, "cut", delete_missing=True, max_delete_fraction=1)
+    assert summary["complete"] is False
+    assert summary["deleted"] == 0
+    assert all(row["deleted_at"] is None for row in (await rows(pg_dsn)).values())
+
+
+async def test_dry_run_writes_nothing(pg_dsn: str, tmp_path: Path) -> None:
+    products = catalog(300)
+    path = data.write(tmp_path / "c.ndjson", products)
+    summary = await run(pg_dsn, path, "dry", dry_run=True)
+    assert summary["inserted"] == 300
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tables = await conn.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', "
+            "'information_schema')"
+        )
+        assert tables == 0
+        await run(pg_dsn, path, "real")
+        before = await rows(pg_dsn)
+        lsn = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+        runs_before = await conn.fetchval("SELECT count(*) FROM catalogsync_runs")
+        v2 = [data.product(n, version=1) for n in range(150)] + catalog(100, start=900)
+        summary = await run(
+            pg_dsn,
+            data.write(tmp_path / "v2.ndjson", v2),
+            "dry2",
+            dry_run=True,
+            delete_missing=True,
+            max_delete_fraction=1,
+        )
+        assert (summary["updated"], summary["inserted"], summary["deleted"]) == (150, 100, 150)
+        assert await rows(pg_dsn) == before
+        assert await conn.fetchval("SELECT count(*) FROM catalogsync_runs") == runs_before
+        wal = await conn.fetchval("SELECT pg_current_wal_insert_lsn() - $1::pg_lsn", lsn)
+        assert wal < 64 * 1024  # catalog reads only; no product or run row written
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'products"; DROP TABLE x; --',
+        "public.products.extra",
+        "Products",
+        "public.",
+        "pro ducts",
+        "1products",
+        "a" * 64,
+    ],
+)
+async def test_hostile_table_names_are_rejected(pg_dsn: str, tmp_path: Path, name: str) -> None:
+    with pytest.raises(PermanentError):
+        Tables.for_table(name)
+    with pytest.raises(PermanentError):
+        await run(pg_dsn, data.write(tmp_path / "c.ndjson", catalog(1)), "x", table=name)
+
+
+async def test_custom_table_name_and_schema(pg_dsn: str, tmp_path: Path) -> None:
+    path = data.write(tmp_path / "c.ndjson", catalog(120))
+    summary = await run(pg_dsn, path, "s", table="catalog.items")
+    assert summary["inserted"] == 120
+    assert len(await rows(pg_dsn, '"catalog"."items"')) == 120
+
+
+ORIGINAL_TABLE = """
+CREATE TABLE public.products (
+    id text PRIMARY KEY, name text, status text, organization text, brand text,
+    "eanGtin13" text, "eanGtin14" text, "artgId" text, pbs text, "snomedMpp" text,
+    "snomedTpp" text, "gs1Category" text, "createdAt" timestamptz, "metaUpdatedAt" timestamptz,
+    updated_at timestamptz DEFAULT now(), raw jsonb);
+CREATE INDEX idx_products_status ON public.products (status);
+CREATE INDEX idx_products_ean ON public.products ("eanGtin13");
+"""
+
+
+async def test_original_table_is_upgraded_in_place(pg_dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(ORIGINAL_TABLE)
+        await conn.execute(
+            """INSERT INTO public.products (id, name, status, brand, raw)
+               SELECT 'M' || lpad(upper(to_hex(n)), 9, '0'), 'stale ' || n, 'active', 'old', '{}'
+               FROM generate_series(0, 199) n"""
+        )
+        await conn.execute(
+            "INSERT INTO public.products (id, name, raw) VALUES ('LEGACY', 'kept', '{}')"
+        )
+        products = catalog(150)
+        summary = await run(pg_dsn, data.write(tmp_path / "c.ndjson", products), "up")
+        assert (summary["updated"], summary["inserted"]) == (150, 0)
+        stored = await rows(pg_dsn)
+        assert len(stored) == 201
+        for record in products:
+            assert mapped(stored[record["id"]]) == expected(record)
+        assert stored["LEGACY"]["name"] == "kept"
+        assert stored[data.product_id(199)]["name"] == "stale 199"
+        indexes = await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'products' AND indexdef LIKE $1",
+            "%(status)%",
+        )
+        assert len(indexes) == 1
+        columns = {
+            r["attname"]
+            for r in await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'public.products'::regclass"
+            )
+        }
+        assert {"content_hash", "first_seen_at", "last_seen_at", "deleted_at"} <= columns
+        assert await migrate(conn, Tables.for_table("products")) == []
+    finally:
+        await conn.close()
+
+
+async def test_row_level_security_only_on_supabase(pg_dsn: str) -> None:
+    tables = Tables.for_table("public.products")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await migrate(conn, tables) == [1, 2, 3]
+        assert not await conn.fetchval(
+            "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.products'::regclass"
+        )
+        await conn.execute("CREATE ROLE service_role BYPASSRLS; CREATE ROLE authenticated")
+        try:
+            assert await migrate(conn, tables) == []
+            for table in ("products", "catalogsync_runs", "catalogsync_rejects"):
+                assert await conn.fetchval(
+                    "SELECT relrowsecurity FROM pg_class WHERE oid = $1::regclass", table
+                )
+                policies = await conn.fetch(
+                    "SELECT policyname, roles::text[] AS roles FROM pg_policies "
+                    "WHERE tablename = $1",
+                    table,
+                )
+                assert [(p["policyname"], p["roles"]) for p in policies] == [
+                    ("catalogsync_service_role_all", ["service_role"])
+                ]
+            await migrate(conn, tables)  # idempotent: still one policy
+            assert await conn.fetchval("SELECT count(*) FROM pg_policies") == 4
+        finally:
+            await conn.execute("DROP OWNED BY service_role, authenticated")
+            await conn.execute("DROP ROLE service_role; DROP ROLE authenticated")
+    finally:
+        await conn.close()
+
+
+async def test_advisory_lock_keeps_a_second_maintainer_out(pg_dsn: str, tmp_path: Path) -> None:
+    path = data.write(tmp_path / "c.ndjson", catalog(100))
+    holder = await asyncpg.connect(
+        pg_dsn, server_settings={"application_name": "catalogsync-maintainer other-run"}
+    )
+    try:
+        await acquire_table_lock(holder, Tables.for_table("products"))
+        with pytest.raises(TableLocked) as caught:
+            await run(pg_dsn, path, "second")
+        assert isinstance(caught.value, TransientError)
+        assert caught.value.exit_code == ExitCode.TRANSIENT
+        assert "other-run" in str(caught.value)
+        # Another table is not blocked.
+        assert (await run(pg_dsn, path, "other", table="products_b"))["inserted"] == 100
+    finally:
+        await holder.close()
+    assert (await run(pg_dsn, path, "after"))["inserted"] == 100
+
+
+def _cli(dsn: str, tmp_path: Path, run_id: str, path: Path, **env: str) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "SYNC_RUN_ID": run_id,
+        "MAINTAINER_CHUNK_SIZE": "100",
+        "CATALOGSYNC_TERMINATION_MESSAGE_PATH": str(tmp_path / f"{run_id}.term"),
+        "CATALOGSYNC_LOG_FORMAT": "json",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "catalogsync", "maintain", "--file", str(path)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_cli_writes_the_summary_to_the_termination_message(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    path = data.write(tmp_path / "c.ndjson", catalog(250))
+    process = _cli(pg_dsn, tmp_path, "cli", path)
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    message = orjson.loads((tmp_path / "cli.term").read_bytes())
+    assert message["ok"] is True
+    assert (message["inserted"], message["processed"], message["chunksDone"]) == (250, 250, 3)
+
+    bad = data.write(tmp_path / "bad.ndjson", [b"nonsense"] * 10)
+    process = _cli(pg_dsn, tmp_path, "bad", bad)
+    await asyncio.to_thread(process.communicate, timeout=120)
+    assert process.returncode == ExitCode.INVALID_DATA
+    message = orjson.loads((tmp_path / "bad.term").read_bytes())
+    assert message["reason"] == "TooManyInvalidLines"
+
+
+async def _chunks_committed(dsn: str, run_id: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM catalogsync_chunks "
+            "WHERE run_id = $1 AND table_name = 'public.products'",
+            run_id,
+        )
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await conn.close()
+    return int(found)
+
+
+async def test_killed_maintainer_resumes_to_the_same_table(pg_dsn: str, tmp_path: Path) -> None:
+    base = catalog(600)
+    v2 = [data.product(n, version=n % 3) for n in range(0, 1200, 2)] + catalog(400, start=2000)
+    v2.insert(700, data.product(4, version=5))  # a duplicate across chunks
+    content = b"".join(line + b"\n" for line in data.lines(v2))
+    reference_path = data.write(tmp_path / "ref.ndjson", data.lines(v2))
+    seed_path = data.write(tmp_path / "base.ndjson", base)
+    for table in ("products", "reference"):
+        await run(pg_dsn, seed_path, f"seed-{table}", table=table)
+    reference = await run(pg_dsn, reference_path, "ref", table="reference", connections=2)
+
+    kill_after = random.Random().randint(1, 8)
+    fifo = tmp_path / "v2.ndjson"
+    os.mkfifo(fifo)
+    process = _cli(pg_dsn, tmp_path, "v2", fifo, MAINTAINER_CONNECTIONS="2")
+
+    def feed() -> None:
+        # Writes block while the maintainer is not reading; killing the reader ends them.
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as pipe:
+            for start in range(0, len(content), 4096):
+                pipe.write(content[start : start + 4096])
+                pipe.flush()
+                time.sleep(0.002)  # slow enough to be caught mid-run
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    deadline = time.monotonic() + 60
+    while await _chunks_committed(pg_dsn, "v2") < kill_after and process.poll() is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(process.wait, 30)
+    await asyncio.to_thread(writer.join, 30)
+    committed = await _chunks_committed(pg_dsn, "v2")
+    assert process.returncode == -signal.SIGKILL
+    assert kill_after <= committed < reference["chunksDone"], (kill_after, committed)
+
+    fifo.unlink()
+    fifo.write_bytes(content)
+    resumed = await run(pg_dsn, fifo, "v2", connections=2)
+    assert resumed["resumed"] is True
+    for key in ("processed", "inserted", "updated", "skipped", "duplicates", "chunksDone"):
+        assert resumed[key] == reference[key], (key, kill_after)
+
+    def comparable(table_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {k: (mapped(v), v["content_hash"], v["deleted_at"]) for k, v in table_rows.items()}
+
+    assert comparable(await rows(pg_dsn)) == comparable(await rows(pg_dsn, "reference"))
+    assert (await rows(pg_dsn))[data.product_id(4)]["name"] == "Product 4 v5"
+
+
+async def test_rerun_of_a_finished_run_changes_nothing(pg_dsn: str, tmp_path: Path) -> None:
+    path = data.write(tmp_path / "c.ndjson", catalog(150))
+    first = await run(pg_dsn, path, "same")
+    before = await rows(pg_dsn)
+    again = await run(pg_dsn, path, "same")
+    assert again["inserted"] == first["inserted"] == 150
+    assert await rows(pg_dsn) == before
+
+
+async def test_invalid_data_error_is_the_exit_code_3_kind() -> None:
+    assert issubclass(TooManyInvalid, InvalidDataError)
+    assert issubclass(TooManyDeletes, InvalidDataError)
