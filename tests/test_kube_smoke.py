@@ -1,0 +1,475 @@
+"""The test control plane and the process kubelet behave like a cluster where it matters to us.
+
+Each test drives real controllers (Job, CronJob, garbage collector, scheduler, RBAC) through pods
+that the process kubelet runs as local processes.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from catalogsync.dev.kubelet import KubeletThread, NodeConfig
+from tests.plugins.kube import Kubectl, wait_until
+
+pytestmark = pytest.mark.kube
+
+IMAGE = "ghcr.io/example/catalogsync:test"
+StartKubelet = Callable[..., KubeletThread]
+
+
+def python_container(script: str, **extra: Any) -> dict[str, Any]:
+    """A container of the project image running ``python -c script``."""
+    return {
+        "name": "main",
+        "image": IMAGE,
+        "command": ["python", "-c", textwrap.dedent(script)],
+        **extra,
+    }
+
+
+def job_manifest(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+            **spec,
+        },
+    }
+
+
+def job_condition(kubectl: Kubectl, namespace: str, name: str, kind: str) -> Any:
+    """The Job's condition ``kind`` if it is True, else None."""
+    job = kubectl.json("get", "job", name, "-n", namespace)
+    for condition in job.get("status", {}).get("conditions", []):
+        if condition["type"] == kind and condition["status"] == "True":
+            return condition
+    return None
+
+
+def job_pods(kubectl: Kubectl, namespace: str, job: str) -> list[Any]:
+    selector = f"batch.kubernetes.io/job-name={job}"
+    return list(kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"])
+
+
+def create_pod(kubectl: Kubectl, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+def read_pod(kubectl: Kubectl, namespace: str, name: str) -> Any:
+    return kubectl.json("get", "pod", name, "-n", namespace)
+
+
+def terminated(pod: Any) -> Any:
+    return pod["status"]["containerStatuses"][0]["state"]["terminated"]
+
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.smoke.catalogsync.io"},
+    "spec": {
+        "group": "smoke.catalogsync.io",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Colour", "type": "string", "jsonPath": ".spec.colour"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {"colour": {"type": "string", "default": "red"}},
+                            },
+                            "status": {
+                                "type": "object",
+                                "properties": {"phase": {"type": "string"}},
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_crd_printer_columns(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(json.dumps(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/widgets.smoke.catalogsync.io")
+    widget = {
+        "apiVersion": "smoke.catalogsync.io/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w1"},
+        "spec": {},
+    }
+    kubectl.apply(json.dumps(widget), namespace)
+    kubectl(
+        "patch",
+        "widget",
+        "w1",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Ready"}}',
+    )
+
+    table = kubectl("get", "widgets", "-n", namespace).splitlines()
+
+    assert table[0].split() == ["NAME", "COLOUR", "PHASE", "AGE"]
+    assert table[1].split()[:3] == ["w1", "red", "Ready"]
+
+
+def test_job_succeeds_with_kubelet_style_status(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    kubectl("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=key=s3cret")
+    script = """
+        import os
+        print("hello from", os.environ["POD_NAME"], os.environ["NODE"], os.environ["SECRET"])
+        with open(os.environ["CATALOGSYNC_TERMINATION_MESSAGE_PATH"], "w") as f:
+            f.write('{"records": 3}')
+    """
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "key"}}},
+    ]
+    kubectl.apply(json.dumps(job_manifest("ok", python_container(script, env=env))), namespace)
+
+    wait_until(lambda: job_condition(kubectl, namespace, "ok", "Complete"), message="Complete")
+
+    (pod,) = job_pods(kubectl, namespace, "ok")
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["status"]["startTime"]
+    state = terminated(pod)
+    assert (state["exitCode"], state["reason"]) == (0, "Completed")
+    assert json.loads(state["message"]) == {"records": 3}
+    assert state["startedAt"] <= state["finishedAt"]
+    name = pod["metadata"]["name"]
+    assert node.logs(namespace, name).strip() == f"hello from {name} node-a s3cret"
+    assert kubectl("logs", "-n", namespace, name).strip() == f"hello from {name} node-a s3cret"
+
+
+def test_job_fails_after_backoff_limit(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    kubelet("node-a")
+    job = job_manifest("flaky", python_container("raise SystemExit(1)"), backoffLimit=1)
+    kubectl.apply(json.dumps(job), namespace)
+
+    failed = wait_until(
+        lambda: job_condition(kubectl, namespace, "flaky", "Failed"), timeout=90, message="Failed"
+    )
+
+    assert failed["reason"] == "BackoffLimitExceeded"
+    pods = job_pods(kubectl, namespace, "flaky")
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["status"]["phase"] == "Failed"
+        assert (terminated(pod)["exitCode"], terminated(pod)["reason"]) == (1, "Error")
+
+
+def test_pod_failure_policy_fails_job_at_once(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    kubelet("node-a")
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2]}}]}
+    job = job_manifest(
+        "permanent",
+        python_container("raise SystemExit(2)"),
+        backoffLimit=5,
+        podFailurePolicy=policy,
+    )
+    kubectl.apply(json.dumps(job), namespace)
+
+    failed = wait_until(
+        lambda: job_condition(kubectl, namespace, "permanent", "Failed"), message="Failed"
+    )
+
+    assert failed["reason"] == "PodFailurePolicy"
+    assert len(job_pods(kubectl, namespace, "permanent")) == 1
+
+
+def test_active_deadline_stops_the_running_pod(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    job = job_manifest(
+        "slow", python_container("import time; time.sleep(600)"), activeDeadlineSeconds=2
+    )
+    kubectl.apply(json.dumps(job), namespace)
+
+    failed = wait_until(
+        lambda: job_condition(kubectl, namespace, "slow", "Failed"), message="Failed"
+    )
+
+    assert failed["reason"] == "DeadlineExceeded"
+    assert not node.running()
+
+
+def test_cronjob_creates_a_job(kubelet: StartKubelet, kubectl: Kubectl, namespace: str) -> None:
+    kubelet("node-a")
+    cronjob = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "tick"},
+        "spec": {
+            "schedule": "* * * * *",
+            "jobTemplate": {"spec": job_manifest("tick", python_container("print(1)"))["spec"]},
+        },
+    }
+    kubectl.apply(json.dumps(cronjob), namespace)
+
+    def completed_job() -> str | None:
+        jobs = kubectl.json("get", "jobs", "-n", namespace)["items"]
+        done = [j["metadata"]["name"] for j in jobs if j["status"].get("succeeded")]
+        return done[0] if done else None
+
+    name = wait_until(completed_job, timeout=90, message="a Job from the CronJob")
+
+    assert name.startswith("tick-")
+
+
+def test_deleting_the_owner_collects_jobs_and_kills_pods(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    kubectl("create", "configmap", "owner", "-n", namespace)
+    owner = kubectl.json("get", "configmap", "owner", "-n", namespace)
+    job = job_manifest("child", python_container("import time; time.sleep(600)"))
+    job["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": "owner",
+            "uid": owner["metadata"]["uid"],
+        }
+    ]
+    kubectl.apply(json.dumps(job), namespace)
+    wait_until(node.running, message="the Job's process")
+
+    kubectl("delete", "configmap", "owner", "-n", namespace)
+
+    wait_until(lambda: not node.running(), message="the process to be killed")
+    wait_until(lambda: not job_pods(kubectl, namespace, "child"), message="pods collected")
+    wait_until(
+        lambda: not kubectl.json("get", "jobs", "-n", namespace)["items"], message="Job collected"
+    )
+
+
+def test_service_account_without_permission_gets_403(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    kubelet("node-a")
+    kubectl("create", "serviceaccount", "limited", "-n", namespace)
+    kubectl(
+        "create",
+        "role",
+        "read-configmaps",
+        "--verb=get,list",
+        "--resource=configmaps",
+        "-n",
+        namespace,
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "limited",
+        "--role=read-configmaps",
+        f"--serviceaccount={namespace}:limited",
+        "-n",
+        namespace,
+    )
+    script = """
+        import os
+        from kubernetes import client, config
+        from kubernetes.client.rest import ApiException
+        config.load_kube_config()
+        api = client.CoreV1Api()
+        namespace = os.environ["NS"]
+        api.list_namespaced_config_map(namespace)
+        try:
+            api.list_namespaced_secret(namespace)
+        except ApiException as exc:
+            raise SystemExit(0 if exc.status == 403 else 10)
+        raise SystemExit(11)
+    """
+    env = [{"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    create_pod(
+        kubectl,
+        namespace,
+        "probe",
+        {
+            "serviceAccountName": "limited",
+            "restartPolicy": "Never",
+            "containers": [python_container(script, env=env)],
+        },
+    )
+
+    def finished() -> Any:
+        pod = read_pod(kubectl, namespace, "probe")
+        return pod if pod["status"]["phase"] in ("Succeeded", "Failed") else None
+
+    pod = wait_until(finished, message="the probe pod to finish")
+
+    assert pod["status"]["phase"] == "Succeeded", terminated(pod)
+
+
+def test_node_selector_and_toleration_pick_the_tainted_node(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    special = NodeConfig(
+        name="node-special",
+        labels={"pool": "special"},
+        taints=[{"key": "dedicated", "value": "special", "effect": "NoSchedule"}],
+    )
+    kubelet(NodeConfig(name="node-plain"), special)
+    for i in range(3):
+        create_pod(
+            kubectl,
+            namespace,
+            f"picky-{i}",
+            {
+                "restartPolicy": "Never",
+                "nodeSelector": {"pool": "special"},
+                "tolerations": [
+                    {
+                        "key": "dedicated",
+                        "operator": "Equal",
+                        "value": "special",
+                        "effect": "NoSchedule",
+                    }
+                ],
+                "containers": [python_container("pass")],
+            },
+        )
+    create_pod(
+        kubectl,
+        namespace,
+        "plain",
+        {
+            "restartPolicy": "Never",
+            "containers": [python_container("pass")],
+        },
+    )
+
+    def placements() -> dict[str, str] | None:
+        pods = kubectl.json("get", "pods", "-n", namespace)["items"]
+        done = {
+            p["metadata"]["name"]: p["spec"]["nodeName"]
+            for p in pods
+            if p["status"]["phase"] == "Succeeded"
+        }
+        return done if len(done) == 4 else None
+
+    nodes = wait_until(placements, message="all pods to run")
+
+    assert nodes == {
+        "picky-0": "node-special",
+        "picky-1": "node-special",
+        "picky-2": "node-special",
+        "plain": "node-plain",
+    }
+
+
+def test_pod_larger_than_any_node_stays_pending(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    kubelet(NodeConfig(name="node-small", memory="4Gi"))
+    resources = {"requests": {"memory": "8Gi"}}
+    create_pod(
+        kubectl,
+        namespace,
+        "huge",
+        {
+            "restartPolicy": "Never",
+            "containers": [python_container("pass", resources=resources)],
+        },
+    )
+
+    def unschedulable() -> Any:
+        pod = read_pod(kubectl, namespace, "huge")
+        conditions = {c["type"]: c for c in pod["status"].get("conditions", [])}
+        scheduled = conditions.get("PodScheduled")
+        return scheduled if scheduled and scheduled.get("reason") == "Unschedulable" else None
+
+    condition = wait_until(unschedulable, message="PodScheduled=False/Unschedulable")
+
+    assert condition["status"] == "False"
+    assert "Insufficient memory" in condition["message"]
+    assert read_pod(kubectl, namespace, "huge")["status"]["phase"] == "Pending"
+
+
+def test_harness_refuses_foreign_images_and_reports_missing_secrets(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    kubelet("node-a")
+    create_pod(
+        kubectl,
+        namespace,
+        "foreign",
+        {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["true"]}],
+        },
+    )
+    secret_env = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
+    create_pod(
+        kubectl,
+        namespace,
+        "no-secret",
+        {
+            "restartPolicy": "Never",
+            "containers": [python_container("pass", env=secret_env)],
+        },
+    )
+
+    def waiting(name: str) -> Any:
+        statuses = read_pod(kubectl, namespace, name)["status"].get("containerStatuses", [])
+        state = statuses[0]["state"].get("waiting") if statuses else None
+        return state if state and state["reason"] != "ContainerCreating" else None
+
+    foreign = wait_until(lambda: waiting("foreign"), message="foreign image refused")
+    missing = wait_until(lambda: waiting("no-secret"), message="missing secret reported")
+
+    assert foreign["reason"] == "ErrImagePull"
+    assert "busybox:1.36" in foreign["message"]
+    assert missing["reason"] == "CreateContainerConfigError"
+    assert missing["message"] == 'secret "absent" not found'
+
+
+def test_oom_kill_hook_reports_oomkilled(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    job = job_manifest("hungry", python_container("import time; time.sleep(600)"), backoffLimit=0)
+    kubectl.apply(json.dumps(job), namespace)
+    wait_until(node.running, message="the Job's process")
+    (pod,) = job_pods(kubectl, namespace, "hungry")
+
+    node.oom_kill(namespace, pod["metadata"]["name"])
+
+    wait_until(lambda: job_condition(kubectl, namespace, "hungry", "Failed"), message="Failed")
+    state = terminated(read_pod(kubectl, namespace, pod["metadata"]["name"]))
+    assert (state["exitCode"], state["reason"]) == (137, "OOMKilled")
