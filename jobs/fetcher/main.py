@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,10 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
         await storage.info(storage_settings.latest_key)
         log.info("fetching the MediPim catalog", extra=describe_request(medipim))
         with scratch_file(fetcher.scratch_dir, run.run_id) as scratch:
+            started = time.monotonic()
             downloader = StreamDownloader(medipim, fetcher, scratch, progress=progress.downloading)
             result = await downloader.download()
+            downloaded = time.monotonic()
             log.info(
                 "stream complete: %d products, %d bytes, sha256 %s",
                 result.records,
@@ -129,6 +132,7 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
                 publish_empty=fetcher.publish_empty,
                 progress=progress.uploading,
             )
+            stored_at = time.monotonic()
         summary = {
             "bytes": result.bytes,
             "records": result.records,
@@ -137,6 +141,10 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
             "sha256": result.sha256,
             "empty": result.empty,
             **stored,
+            "seconds": {
+                "download": round(downloaded - started, 2),
+                "store": round(stored_at - downloaded, 2),
+            },
         }
     finally:
         await storage.aclose()
