@@ -421,8 +421,9 @@ def _cli(dsn: str, tmp_path: Path, run_id: str, path: Path, **env: str) -> subpr
         "CATALOGSYNC_LOG_FORMAT": "json",
         **env,
     }
+    source = [] if str(path) == "-" else ["--file", str(path)]
     return subprocess.Popen(
-        [sys.executable, "-m", "catalogsync", "maintain", "--file", str(path)],
+        [sys.executable, "-m", "catalogsync", "maintain", *source],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -526,3 +527,20 @@ async def test_rerun_of_a_finished_run_changes_nothing(pg_dsn: str, tmp_path: Pa
 async def test_invalid_data_error_is_the_exit_code_3_kind() -> None:
     assert issubclass(TooManyInvalid, InvalidDataError)
     assert issubclass(TooManyDeletes, InvalidDataError)
+
+
+async def test_cli_reads_the_run_object_from_storage(pg_dsn: str, tmp_path: Path) -> None:
+    objects = tmp_path / "storage" / "medipim-raw" / "au" / "runs"
+    objects.mkdir(parents=True)
+    data.write(objects / "nightly.ndjson", catalog(120))
+    storage = {"STORAGE_URL": f"file://{tmp_path / 'storage'}", "STORAGE_PREFIX": "au/"}
+    process = _cli(pg_dsn, tmp_path, "nightly", Path("-"), **storage)
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    message = orjson.loads((tmp_path / "nightly.term").read_bytes())
+    assert (message["inserted"], message["object"]) == (120, "au/runs/nightly.ndjson")
+
+    missing = _cli(pg_dsn, tmp_path, "absent", Path("-"), **storage)
+    _, stderr = await asyncio.to_thread(missing.communicate, timeout=120)
+    assert missing.returncode == ExitCode.PERMANENT
+    assert b"absent.ndjson" in stderr
