@@ -428,6 +428,17 @@ def test_same_seed_same_bytes_other_seed_other_catalog(tmp_path: Path) -> None:
     assert not set(one.ids()) & set(other.ids())
 
 
+def test_a_new_version_renders_the_same_bytes_with_or_without_the_previous_one(
+    tmp_path: Path,
+) -> None:
+    incremental = Catalog(seed=2, products=500, cache_dir=tmp_path / "a")
+    incremental.build()
+    scratch = Catalog(seed=2, products=500, version=2, cache_dir=tmp_path / "b")
+    assert incremental.at(2).build().read_bytes() == scratch.build().read_bytes()
+    assert not (tmp_path / "b" / incremental.path.name).exists()
+    assert incremental.at(2).snapshot().facts == scratch.snapshot().facts
+
+
 @pytest.mark.parametrize("line_bytes", [2_000, 5_600])
 def test_mean_line_size_follows_the_parameter(tmp_path: Path, line_bytes: int) -> None:
     catalog = Catalog(seed=3, products=4_000, line_bytes=line_bytes, cache_dir=tmp_path)

@@ -14,6 +14,7 @@ import bisect
 import fcntl
 import mmap
 import os
+from array import array
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -225,34 +226,64 @@ class Catalog:
         facts: list[dict[str, Any]] = []
         offset = 0
         with open(tmp, "wb", buffering=8 << 20) as out:
-            for state, rendered in zip(states, self._rendered(states), strict=True):
-                out.write(rendered.record)
+            for state, (record, embed, fact) in zip(states, self._rendered(states), strict=True):
+                out.write(record)
                 out.write(b"\n")
                 columns["ids"].append(product_id(self.seed, state.slot))
                 columns["offsets"].append(offset)
-                columns["lengths"].append(len(rendered.record))
-                columns["embed"].append(rendered.embed_offset)
+                columns["lengths"].append(len(record))
+                columns["embed"].append(embed)
                 columns["status"].append(state.status)
                 columns["created"].append(state.created_at)
                 columns["updated"].append(state.updated_at)
-                facts.append(rendered.facts.to_json())
-                offset += len(rendered.record) + 1
+                facts.append(fact)
+                offset += len(record) + 1
         _facts_path(self.path).write_bytes(orjson.dumps(facts))
         os.replace(tmp, self.path)
         index_tmp = tmp.with_suffix(".index.tmp")
         index_tmp.write_bytes(orjson.dumps({"format": FORMAT, "count": len(states)} | columns))
         os.replace(index_tmp, _index_path(self.path))
 
-    def _rendered(self, states: list[ProductState]) -> Iterator[Rendered]:
+    def _rendered(self, states: list[ProductState]) -> Iterator[tuple[bytes, int, Any]]:
+        """(record, embed offset, facts) per state, copying unchanged records from the previous
+        version's cache when it exists: a new version only renders what it changed."""
+        previous_catalog = self.at(self.version - 1) if self.version > 1 else None
+        if previous_catalog is None or not _index_path(previous_catalog.path).exists():
+            yield from self._render_states(states)
+            return
+        before = previous_catalog.states()
+        fresh = [s for s in states if before.get(s.slot) != s]
+        fresh_slots = {s.slot for s in fresh}
+        rendered = self._render_states(fresh)
+        previous = Snapshot(previous_catalog.path)
+        try:
+            for state in states:
+                if state.slot in fresh_slots:
+                    yield next(rendered)
+                    continue
+                position = previous.position(product_id(self.seed, state.slot))
+                assert position is not None, f"{state} is unchanged but not in {previous.path}"
+                yield (
+                    bytes(previous.record(position)),
+                    previous.embed[position],
+                    previous.facts[position],
+                )
+        finally:
+            previous.close()
+
+    def _render_states(self, states: list[ProductState]) -> Iterator[tuple[bytes, int, Any]]:
         params = (self.seed, self.products, self.line_bytes)
         if len(states) < PARALLEL_THRESHOLD or self.workers < 2:
             generator = Generator(*params)
-            yield from map(generator.render, states)
+            for state in states:
+                out = generator.render(state)
+                yield out.record, out.embed_offset, out.facts.to_json()
             return
         chunks = [(params, states[i : i + _CHUNK]) for i in range(0, len(states), _CHUNK)]
         with ProcessPoolExecutor(self.workers, initializer=_lower_priority) as pool:
             for rendered in pool.map(_render_chunk, chunks):
-                yield from rendered
+                for out in rendered:
+                    yield out.record, out.embed_offset, out.facts.to_json()
 
 
 _worker_generators: dict[tuple[int, int, int], Generator] = {}
@@ -290,12 +321,12 @@ class Snapshot:
         self.count: int = index["count"]
         self.ids: list[str] = index["ids"]
         self.id_bytes = [i.encode() for i in self.ids]
-        self.offsets: list[int] = index["offsets"]
-        self.lengths: list[int] = index["lengths"]
-        self.embed: list[int] = index["embed"]
+        self.offsets = array("q", index["offsets"])
+        self.lengths = array("q", index["lengths"])
+        self.embed = array("q", index["embed"])
         self.status = bytes(index["status"])
-        self.created: list[int] = index["created"]
-        self.updated: list[int] = index["updated"]
+        self.created = array("q", index["created"])
+        self.updated = array("q", index["updated"])
         self._file = open(path, "rb")  # noqa: SIM115 - lives as long as the snapshot
         self.data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.view = memoryview(self.data)
