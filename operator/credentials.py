@@ -71,20 +71,27 @@ def problems(
     Each problem names the Secret and the key and says how to fix it; values are never quoted.
     """
     found: list[str] = []
+    absent: dict[str, list[str]] = {}
     for item in needed:
         data = secrets.get(item.secret)
         if data is None:
-            problem = (
-                f"Secret {namespace}/{item.secret} not found (it must hold key {item.key!r}); "
-                f"create it or point the CatalogSync at another Secret"
-            )
-        elif item.key not in data:
+            keys = absent.setdefault(item.secret, [])
+            if item.key not in keys:
+                keys.append(item.key)
+            continue
+        if item.key not in data:
             problem = f"Secret {namespace}/{item.secret} has no key {item.key!r}; add it"
         else:
             problem = _malformed(item, data[item.key], namespace)
         if problem and problem not in found:
             found.append(problem)
-    return found
+    missing = [
+        f"Secret {namespace}/{name} not found (it must hold "
+        f"{'key' if len(keys) == 1 else 'keys'} {', '.join(repr(k) for k in keys)}); "
+        "create it or point the CatalogSync at another Secret"
+        for name, keys in absent.items()
+    ]
+    return missing + found
 
 
 def _malformed(item: SecretKey, encoded: str, namespace: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -50,6 +51,13 @@ def register(
 ) -> None:
     """Attach the operator's handlers to ``registry`` (``namespaces`` None: cluster-wide)."""
     resync: dict[str, asyncio.Task[None]] = {}
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """The same precedence as ``common.kube.api_client``: KUBECONFIG, then in-cluster."""
+        if os.environ.get("KUBECONFIG"):
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def open_runtime(**_: Any) -> None:

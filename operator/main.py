@@ -15,12 +15,32 @@ from collections.abc import Sequence
 
 from catalogsync.common.config import load
 from catalogsync.common.errors import ExitCode, SyncError
-from catalogsync.common.logs import setup_logging
+from catalogsync.common.logs import LogFormat, setup_logging
 from catalogsync.operator.notify import Notifier, WebhookSettings
 from catalogsync.operator.runtime import FinishedHook, Runtime
 from catalogsync.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+
+
+class _KopfExtras(logging.Filter):
+    """Drop the attributes kopf attaches to its records for its own formatter.
+
+    ``settings`` cannot be serialised (the JSON formatter would fail on every kopf line).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("settings", None)
+        record.__dict__.pop("k8s_skip", None)
+        return True
+
+
+def configure_logging(fmt: LogFormat) -> None:
+    setup_logging(fmt)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_KopfExtras())
+    # kopf logs every handled event at INFO ("Handler ... succeeded"); keep its problems only.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -87,10 +107,10 @@ def main(argv: Sequence[str]) -> int:
     try:
         settings = load(OperatorSettings)
     except SyncError as exc:
-        setup_logging(args.log_format or "auto")
+        configure_logging(args.log_format or "auto")
         log.error("%s", exc)
         return int(exc.exit_code)
-    setup_logging(args.log_format or settings.log_format)
+    configure_logging(args.log_format or settings.log_format)
     clusterwide = args.all_namespaces or settings.all_namespaces
     namespaces = args.namespace or settings.namespaces
     if not clusterwide and not namespaces:

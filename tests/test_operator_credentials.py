@@ -1,0 +1,68 @@
+"""Which Secret keys a run needs, and what a missing or malformed one is reported as."""
+
+from __future__ import annotations
+
+import base64
+
+from catalogsync.operator.credentials import problems, required
+from catalogsync.operator.spec import resolve
+from tests.operator_objects import cr, settings
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_each_stage_needs_its_own_keys() -> None:
+    run = resolve(cr(), settings())
+    assert {(k.secret, k.key) for k in required(run, "fetcher")} == {
+        ("medipim-credentials", "apiKeyId"),
+        ("medipim-credentials", "apiKeySecret"),
+        ("supabase-storage", "serviceRoleKey"),
+    }
+    assert {(k.secret, k.key) for k in required(run, "maintainer")} == {
+        ("supabase-storage", "serviceRoleKey"),
+        ("catalog-database", "url"),
+    }
+    spec = {"source": {"credentialsSecret": "mine"}, "database": {"credentialsSecret": "db2"}}
+    run = resolve(cr(spec=spec), settings(CATALOGSYNC_STORAGE_URL="file:///data"))
+    assert {k.secret for k in required(run, "fetcher")} == {"mine"}
+    assert {k.secret for k in required(run, "maintainer")} == {"db2"}
+
+
+def test_problems_name_secret_and_key_and_never_the_value() -> None:
+    run = resolve(cr(), settings())
+    needed = required(run, "fetcher") + required(run, "maintainer")
+    secret_url = "mysql://root:hunter2@db/app"
+    found = problems(
+        needed,
+        {
+            "medipim-credentials": {"apiKeyId": b64("id-1")},
+            "supabase-storage": {"serviceRoleKey": b64("   ")},
+            "catalog-database": {"url": b64(secret_url)},
+        },
+        "ns",
+    )
+    assert found == [
+        "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it",
+        "key 'serviceRoleKey' of Secret ns/supabase-storage is empty; put the value in it",
+        "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL "
+        "(postgresql://user:password@host:5432/db)",
+    ]
+    assert not any("hunter2" in problem for problem in found)
+    missing = problems(needed, {}, "ns")
+    assert missing[0].startswith(
+        "Secret ns/medipim-credentials not found (it must hold keys 'apiKeyId', 'apiKeySecret')"
+    )
+    assert len(missing) == 3
+
+
+def test_complete_secrets_have_no_problems() -> None:
+    run = resolve(cr(), settings())
+    needed = required(run, "fetcher") + required(run, "maintainer")
+    secrets = {
+        "medipim-credentials": {"apiKeyId": b64("a"), "apiKeySecret": b64("b")},
+        "supabase-storage": {"serviceRoleKey": b64("c")},
+        "catalog-database": {"url": b64("postgresql://u:p@h/d")},
+    }
+    assert problems(needed, secrets, "ns") == []

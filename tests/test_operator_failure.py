@@ -1,0 +1,85 @@
+"""Reading the real cause of a failed stage out of its Job and Pods."""
+
+from __future__ import annotations
+
+from catalogsync.operator.failure import pending_reason, stage_failure
+from tests.operator_objects import job, pod
+
+
+def failed_job(reason: str, message: str = "") -> dict[str, object]:
+    return job("run-1-fetcher", conditions=[("Failed", reason)], active=0, failed=1,
+               message=message)  # fmt: skip
+
+
+def test_oom_killed_wins_over_the_jobs_own_reason() -> None:
+    pods = [pod("p1", "maintainer", phase="Failed", exit_code=137, reason="OOMKilled",
+                memory_limit="8Gi")]  # fmt: skip
+    failure = stage_failure("maintainer", failed_job("BackoffLimitExceeded"), pods)
+    assert (failure.reason, failure.exit_code, failure.pod_name) == ("OOMKilled", 137, "p1")
+    assert "limit 8Gi" in failure.message
+    assert "resources.limits.memory" in failure.message
+
+
+def test_a_deadline_is_reported_as_such_with_what_to_change() -> None:
+    pods = [pod("p1", "fetcher", phase="Failed", exit_code=143)]
+    failure = stage_failure("fetcher", failed_job("DeadlineExceeded", "Job was active longer"),
+                            pods)  # fmt: skip
+    assert failure.reason == "DeadlineExceeded"
+    assert "activeDeadlineSeconds" in failure.message
+
+
+def test_the_jobs_termination_message_names_the_cause() -> None:
+    summary = {"stage": "fetcher", "ok": False, "reason": "IncompleteStream",
+               "message": "stream ended at 10 of 20", "exitCode": 1}  # fmt: skip
+    pods = [
+        pod("p1", "fetcher", phase="Failed", exit_code=1, message=summary,
+            finished="2026-05-01T11:58:30Z"),
+        pod("p2", "fetcher", phase="Failed", exit_code=1, message=summary,
+            finished="2026-05-01T11:59:30Z"),
+    ]  # fmt: skip
+    failure = stage_failure("fetcher", failed_job("BackoffLimitExceeded"), pods)
+    assert failure.reason == "IncompleteStream"
+    assert failure.pod_name == "p2"
+    assert failure.message == "stream ended at 10 of 20 after 2 attempts"
+
+
+def test_a_generic_crash_after_retries_is_backoff_limit_exceeded_with_the_log_tail() -> None:
+    pods = [pod("p1", "fetcher", phase="Failed", exit_code=1,
+                message="Traceback (most recent call last):\nRuntimeError: boom\n")]  # fmt: skip
+    failure = stage_failure("fetcher", failed_job("BackoffLimitExceeded"), pods)
+    assert failure.reason == "BackoffLimitExceeded"
+    assert "RuntimeError: boom" in failure.message
+    assert "exit code 1" in failure.message
+
+
+def test_permanent_exit_codes_without_a_summary_map_to_reasons() -> None:
+    pods = [pod("p1", "maintainer", phase="Failed", exit_code=3)]
+    assert stage_failure("maintainer", failed_job("PodFailurePolicy"), pods).reason == (
+        "InvalidData"
+    )
+    pods = [pod("p1", "maintainer", phase="Failed", exit_code=2)]
+    assert stage_failure("maintainer", failed_job("PodFailurePolicy"), pods).reason == (
+        "InvalidConfiguration"
+    )
+
+
+def test_a_failure_without_pods_still_says_which_stage() -> None:
+    failure = stage_failure("fetcher", failed_job("BackoffLimitExceeded"), [])
+    assert failure.stage == "fetcher"
+    assert failure.pod_name is None
+
+
+def test_pending_reason_explains_unschedulable_and_missing_config() -> None:
+    unscheduled = pod("p1", "maintainer", phase="Pending")
+    unscheduled["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "message": "0/2 nodes are available"}
+    ]
+    assert pending_reason([unscheduled]) == "pod p1 cannot be scheduled: 0/2 nodes are available"
+    waiting = pod("p2", "maintainer", phase="Pending")
+    waiting["status"]["containerStatuses"][0]["state"] = {
+        "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "x" not found'}
+    }
+    assert pending_reason([waiting]) == (
+        'pod p2 is waiting: CreateContainerConfigError secret "x" not found'
+    )
+    assert pending_reason([pod("p3", "maintainer")]) is None

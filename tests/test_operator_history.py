@@ -1,0 +1,39 @@
+"""Which finished runs of a catalog are pruned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catalogsync.operator.history import runs_to_prune
+from tests.operator_objects import cr
+
+
+def finished(name: str, phase: str, minute: int, catalog: str = "medipim-au") -> dict[str, Any]:
+    status = {"phase": phase, "completionTime": f"2026-05-01T10:{minute:02d}:00Z"}
+    return cr(name, uid=name, spec={"catalog": catalog}, status=status)
+
+
+def test_keeps_the_newest_of_each_kind_and_prunes_the_rest_oldest_first() -> None:
+    runs = [
+        finished("s1", "Succeeded", 1), finished("s2", "Succeeded", 2),
+        finished("s3", "Succeeded", 3), finished("s4", "Succeeded", 4),
+        finished("f1", "Failed", 5), finished("c1", "Cancelled", 6),
+        finished("k1", "Skipped", 7), finished("f2", "Failed", 8),
+    ]  # fmt: skip
+    assert runs_to_prune(runs, catalog="medipim-au", successful_limit=3, failed_limit=3) == [
+        "s1",
+        "f1",
+    ]
+
+
+def test_never_prunes_running_runs_other_catalogs_or_runs_being_deleted() -> None:
+    deleting = finished("d1", "Succeeded", 0)
+    deleting["metadata"]["deletionTimestamp"] = "2026-05-01T10:30:00Z"
+    runs = [
+        cr("r1", uid="r1", status={"phase": "Maintaining"}),
+        cr("r2", uid="r2"),
+        finished("o1", "Succeeded", 1, catalog="other"),
+        deleting,
+        finished("s1", "Succeeded", 2),
+    ]
+    assert runs_to_prune(runs, catalog="medipim-au", successful_limit=0, failed_limit=0) == ["s1"]
