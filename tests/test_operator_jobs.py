@@ -204,7 +204,7 @@ def test_pod_settings_in_the_spec_replace_the_operator_defaults() -> None:
 
 
 def test_operator_config_sets_stage_defaults_and_extra_env_cannot_override_the_contract() -> None:
-    config = {
+    config: dict[str, Any] = {
         "CATALOGSYNC_FETCHER": '{"backoffLimit": 5, "env": [{"name": "HTTPS_PROXY", '
         '"value": "http://proxy:3128"}, {"name": "SYNC_CR_NAME", "value": "other"}]}',
         "CATALOGSYNC_IMAGE": "registry.example/catalogsync:9.9",
