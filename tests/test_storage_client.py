@@ -283,3 +283,47 @@ async def test_supabase_missing_bucket_and_object(
     finally:
         await storage.aclose()
         await present.aclose()
+
+
+async def test_supabase_expired_upload_url_starts_a_new_upload(
+    make_storage_server: MakeStorageServer, tmp_path: Path
+) -> None:
+    server = await make_storage_server(upload_expiry=0.5)
+    source, digest = catalog_file(tmp_path / "c.ndjson", 3 * CHUNK + 1)
+    storage = supabase(server)
+    waited: list[int] = []
+
+    async def progress(sent: int, _size: int) -> None:
+        if not waited:
+            waited.append(sent)
+            await asyncio.sleep(1.0)  # the upload URL expires meanwhile
+
+    try:
+        await storage.upload("runs/expired.ndjson", source, metadata={}, progress=progress)
+        assert hashlib.sha256(await read_all(storage, "runs/expired.ndjson")).hexdigest() == digest
+        stats = await server.stats()
+        assert stats.requests.get("POST upload") == 2
+    finally:
+        await storage.aclose()
+
+
+async def test_supabase_download_resumes_with_a_range_after_a_crash(
+    make_storage_server: MakeStorageServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_storage_server()
+    source, digest = catalog_file(tmp_path / "c.ndjson", 64 * 1024 * 1024)
+    storage = supabase(server)
+    try:
+        await storage.upload("runs/big.ndjson", source, metadata={})
+        received = hashlib.sha256()
+        crashed = False
+        async for chunk in storage.stream("runs/big.ndjson"):
+            received.update(chunk)
+            if not crashed:
+                crashed = True
+                await server.kill()
+                await server.start()
+        assert received.hexdigest() == digest
+        assert "interrupted at byte" in caplog.text
+    finally:
+        await storage.aclose()
