@@ -473,3 +473,45 @@ def test_oom_kill_hook_reports_oomkilled(
     wait_until(lambda: job_condition(kubectl, namespace, "hungry", "Failed"), message="Failed")
     state = terminated(read_pod(kubectl, namespace, pod["metadata"]["name"]))
     assert (state["exitCode"], state["reason"]) == (137, "OOMKilled")
+
+
+def test_project_image_without_command_runs_the_console_script(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    create_pod(
+        kubectl,
+        namespace,
+        "cli",
+        {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": IMAGE, "args": ["--help"]}],
+        },
+    )
+
+    wait_until(
+        lambda: read_pod(kubectl, namespace, "cli")["status"]["phase"] == "Succeeded",
+        message="catalogsync --help to succeed",
+    )
+
+    assert "usage: catalogsync" in node.logs(namespace, "cli")
+
+
+def test_remove_node_kills_its_processes_silently(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a", "node-b")
+    spec = {
+        "restartPolicy": "Never",
+        "nodeName": "node-b",
+        "containers": [python_container("import time; time.sleep(600)")],
+    }
+    create_pod(kubectl, namespace, "doomed", spec)
+    wait_until(node.running, message="the pod's process")
+
+    node.remove_node("node-b")
+
+    assert node.running() == []
+    nodes = kubectl.json("get", "nodes")["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["node-a"]
+    assert read_pod(kubectl, namespace, "doomed")["status"]["phase"] == "Running"

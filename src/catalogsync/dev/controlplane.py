@@ -24,6 +24,7 @@ directory, and is killed with its group on ``stop``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import ipaddress
 import json
@@ -33,6 +34,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -293,6 +295,36 @@ class ClusterAccess:
         context.load_cert_chain(str(self.client.cert), str(self.client.key))
         return context
 
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path, directory: Path) -> ClusterAccess:
+        """Read a client-certificate kubeconfig (like ours), writing its PEMs to ``directory``."""
+        import base64
+
+        import yaml
+
+        config = yaml.safe_load(kubeconfig.read_text())
+        context_name = config["current-context"]
+        context = next(c for c in config["contexts"] if c["name"] == context_name)["context"]
+        cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
+        user = next(u for u in config["users"] if u["name"] == context["user"])["user"]
+
+        def pem(entry: dict[str, str], key: str, name: str) -> Path:
+            if f"{key}-data" in entry:
+                path = directory / name
+                path.write_bytes(base64.b64decode(entry[f"{key}-data"]))
+                path.chmod(0o600)
+                return path
+            if key in entry:
+                return (kubeconfig.parent / entry[key]).resolve()
+            raise ControlPlaneError(f"{kubeconfig}: no {key} for the current context")
+
+        directory.mkdir(parents=True, exist_ok=True)
+        client = KeyPair(
+            pem(user, "client-certificate", "client.crt"), pem(user, "client-key", "client.key")
+        )
+        ca = pem(cluster, "certificate-authority", "ca.crt")
+        return cls(cluster["server"], ca, client, kubeconfig)
+
 
 def write_kubeconfig(
     path: Path,
@@ -366,6 +398,8 @@ class Component:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # Only a prctl() call between fork and exec: no locks, no allocation to deadlock on.
+                preexec_fn=die_with_parent,  # noqa: PLW1509
             )
 
     def check_alive(self) -> None:
@@ -391,6 +425,19 @@ class Component:
             process.wait(timeout)
         _signal_group(process.pid, signal.SIGKILL)
         process.wait()
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the spawning thread's process dies.
+
+    Keeps a killed test run (CI timeout, SIGKILL) from leaving servers holding ports behind.
+    """
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -706,9 +753,16 @@ def running(**kwargs: object) -> Iterator[ControlPlane]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m catalogsync.dev.controlplane``: run a control plane until Ctrl-C."""
     del argv
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Also when started in the background, where a non-interactive shell ignores SIGINT.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
     with ControlPlane(keep_workdir=True) as plane:
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
-        print(f"# logs in {plane.workdir}/logs; Ctrl-C stops", flush=True)
+        print(f"# logs in {plane.workdir}/logs; Ctrl-C or SIGTERM stops", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     return 0

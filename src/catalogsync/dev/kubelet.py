@@ -75,7 +75,7 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 
-from catalogsync.dev.controlplane import ClusterAccess, write_kubeconfig
+from catalogsync.dev.controlplane import ClusterAccess, die_with_parent, write_kubeconfig
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -543,11 +543,11 @@ class PodWorker:
             if await self._admit():
                 await self._run_admitted()
         except asyncio.CancelledError:
-            await self._kill_all(signal.SIGKILL)
+            await self.kill_all()
             raise
         except Exception as exc:  # recorded for the test to see, not lost in a dead task
             self.kubelet.errors.append(f"{self.namespace}/{self.name}: {exc!r}")
-            await self._kill_all(signal.SIGKILL)
+            await self.kill_all()
             return
         finally:
             self.finished = True
@@ -682,6 +682,7 @@ class PodWorker:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
         except OSError as exc:
             run.state = {
@@ -713,8 +714,13 @@ class PodWorker:
         """The exit code (128+signal when killed); deletion turns into SIGTERM, then SIGKILL."""
         waiter = asyncio.ensure_future(process.wait())
         deleted = asyncio.ensure_future(self.deleting.wait())
-        await asyncio.wait({waiter, deleted}, return_when=asyncio.FIRST_COMPLETED)
-        deleted.cancel()
+        try:
+            await asyncio.wait({waiter, deleted}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            waiter.cancel()
+            raise
+        finally:
+            deleted.cancel()
         if not waiter.done():
             _killpg(process.pid, signal.SIGTERM)
             try:
@@ -772,10 +778,13 @@ class PodWorker:
         with contextlib.suppress(ApiError):
             await self.kubelet.api.request("DELETE", self.path, body)
 
-    async def _kill_all(self, sig: signal.Signals) -> None:
+    async def kill_all(self) -> None:
+        """SIGKILL every live process of the pod and reap it."""
         for run in [*self.init_runs, *self.runs]:
             if run.process is not None and run.process.returncode is None:
-                _killpg(run.process.pid, sig)
+                _killpg(run.process.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.process.wait(), 10)
 
     async def oom_kill(self, container: str | None) -> None:
         """Simulate the kernel OOM killer on one container (default: the first running one)."""
@@ -896,7 +905,39 @@ class ProcessKubelet:
         # TaintNodesByCondition added node.kubernetes.io/not-ready on create; only the (disabled)
         # node-lifecycle controller would lift it.
         await self.api.request("PATCH", path, {"spec": {"taints": body["spec"]["taints"]}}, MERGE)
+        await self._create_lease(config.name)
         self.nodes[config.name] = config
+
+    async def _create_lease(self, name: str) -> None:
+        """The node's heartbeat Lease, renewed once: nothing reads it, but tools show it."""
+        node = await self.api.get(f"/api/v1/nodes/{name}")
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "name": name,
+                        "uid": node["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": {
+                "holderIdentity": name,
+                "leaseDurationSeconds": 40,
+                "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        }
+        path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+        try:
+            await self.api.request("POST", path, lease)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            await self.api.request("PATCH", f"{path}/{name}", lease, MERGE)
 
     async def remove_node(self, name: str) -> None:
         """The node dies: its processes are killed without a word and the Node is deleted.
@@ -905,12 +946,14 @@ class ProcessKubelet:
         as after a real node loss.
         """
         self.nodes.pop(name, None)
-        for worker in list(self.workers.values()):
-            if worker.node == name:
-                worker.silent = True
-                await worker._kill_all(signal.SIGKILL)
-                if worker.task is not None:
-                    worker.task.cancel()
+        doomed = [w for w in self.workers.values() if w.node == name]
+        for worker in doomed:
+            worker.silent = True
+            if worker.task is not None:
+                worker.task.cancel()
+        await asyncio.gather(*(w.task for w in doomed if w.task), return_exceptions=True)
+        for worker in doomed:
+            await worker.kill_all()
         with contextlib.suppress(ApiError):
             await self.api.request("DELETE", f"/api/v1/nodes/{name}")
 
@@ -1214,10 +1257,13 @@ class ProcessKubelet:
         tasks = []
         for worker in self.workers.values():
             worker.silent = True
-            await worker._kill_all(signal.SIGKILL)
+            await worker.kill_all()
             if worker.task is not None and not worker.task.done():
                 worker.task.cancel()
                 tasks.append(worker.task)
+        tasks += self._tasks
+        for task in self._tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if delete_nodes:
             for name in list(self.nodes):
@@ -1444,3 +1490,85 @@ class KubeletThread:
 
 async def _async_value(function: Callable[[], T]) -> T:
     return function()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_node(spec: str) -> NodeConfig:
+    """``name[,cpu=8][,memory=32Gi][,pods=110][,label=k=v][,taint=k=v:Effect]`` as a NodeConfig."""
+    name, *items = spec.split(",")
+    options: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    taints: list[dict[str, str]] = []
+    for item in items:
+        key, _, value = item.partition("=")
+        if key == "label":
+            label, _, label_value = value.partition("=")
+            labels[label] = label_value
+        elif key == "taint":
+            body, _, effect = value.rpartition(":")
+            taint_key, _, taint_value = body.partition("=")
+            taints.append({"key": taint_key, "value": taint_value, "effect": effect})
+        elif key in ("cpu", "memory", "ephemeral_storage"):
+            options[key] = value
+        elif key == "pods":
+            options[key] = int(value)
+        else:
+            raise ValueError(f"unknown node option {key!r} in {spec!r}")
+    return NodeConfig(name=name, labels=labels, taints=taints, **options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``catalogsync kubelet``: register Nodes on a (local) cluster and run their pods."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="catalogsync kubelet",
+        description="Run pods bound to the given Nodes as local processes (see the module docs). "
+        "Needs a client-certificate kubeconfig with rights over nodes and pods, such as the one "
+        "`python -m catalogsync.dev.controlplane` prints.",
+    )
+    parser.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG"))
+    parser.add_argument(
+        "--node",
+        action="append",
+        type=parse_node,
+        default=[],
+        metavar="SPEC",
+        help="name[,cpu=8][,memory=32Gi][,pods=110][,label=k=v][,taint=k=v:Effect]; repeatable",
+    )
+    parser.add_argument("--workdir", type=Path, help="pod directories and logs (default: temp)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="image repository name that maps to local commands (default: catalogsync)",
+    )
+    args = parser.parse_args(argv)
+    if args.kubeconfig is None:
+        parser.error("--kubeconfig or KUBECONFIG is required")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="catalogsync-kubelet-"))
+    access = ClusterAccess.from_kubeconfig(args.kubeconfig, workdir / "credentials")
+    images = ImageRule(project_images=tuple(args.image or ["catalogsync"]))
+    nodes = args.node or [NodeConfig(name="node-1")]
+    asyncio.run(_serve(access, workdir, images, nodes))
+    return 0
+
+
+async def _serve(
+    access: ClusterAccess, workdir: Path, images: ImageRule, nodes: Sequence[NodeConfig]
+) -> None:
+    kubelet = ProcessKubelet(access, workdir, images=images)
+    await kubelet.start(nodes)
+    print(f"nodes {', '.join(n.name for n in nodes)} ready; pod logs in {workdir}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await kubelet.stop()
