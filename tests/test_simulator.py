@@ -595,6 +595,23 @@ async def test_throughput_and_ttfb_knobs_still_deliver_everything(
     assert [p["id"] for p in slow] == server.catalog.ids("active")
 
 
+async def test_gzip_is_a_switch(medipim_factory: MedipimFactory) -> None:
+    plain = await medipim_factory(products=200)
+    zipped = await medipim_factory(products=200, gzip=True)
+    body = {"filter": {"status": "active"}, "sorting": BY_ID}
+    async with client(plain) as a, client(zipped) as b:
+        off = await a.post("/v4/products/stream", json=body)
+        on = await b.post("/v4/products/stream", json=body)
+        refused = await b.post(
+            "/v4/products/stream", json=body, headers={"Accept-Encoding": "identity"}
+        )
+    assert "content-encoding" not in off.headers
+    assert "content-encoding" not in refused.headers
+    assert on.headers["content-encoding"] == "gzip"
+    assert on.num_bytes_downloaded < len(on.content) // 3
+    assert len(on.content.splitlines()) == len(off.content.splitlines())
+
+
 # -- command line -----------------------------------------------------------------------------
 
 

@@ -292,8 +292,8 @@ class SimulatorServer:
         faults = request[FAULTS]
         response = web.StreamResponse(status=200, headers={"Content-Type": self.content_type})
         response.enable_chunked_encoding()
-        if self.gzip:
-            response.enable_compression()
+        if self.gzip and "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
         block_size = self.block_size if self.throughput is None else 64 << 10
         blocks = stream_blocks(
