@@ -175,10 +175,16 @@ class StreamDownloader:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        async with self._client() as client:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._attempt(client)
+        try:
+            async with self._client() as client:
+                async for attempt in retrying:
+                    with attempt:
+                        return await self._attempt(client)
+        except TransientError as exc:
+            raise TransientError(
+                f"giving up after {self.attempts} attempt(s) (FETCHER_MAX_ATTEMPTS): {exc}",
+                reason=exc.reason,
+            ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, client: httpx.AsyncClient) -> StreamResult:
