@@ -41,6 +41,12 @@ if (( ! force )) && is_current; then
   exit 0
 fi
 
+# The committed build modules must match the pinned versions (regenerate them after a bump).
+grep -q "k8s.io/kubernetes ${K8S_VERSION}\b" "$tools/go.mod" \
+  || { echo "tools/k8s/go.mod is not at ${K8S_VERSION}: run tools/k8s/gen-replaces.sh" >&2; exit 1; }
+grep -q "go.etcd.io/etcd/server/v3 ${ETCD_VERSION}\b" "$tools/etcd/go.mod" \
+  || { echo "tools/k8s/etcd/go.mod is not at ${ETCD_VERSION}: run tools/k8s/etcd/update.sh" >&2; exit 1; }
+
 mkdir -p "$(dirname "$bin_dir")"
 # Serialise concurrent builds of the same version (parallel CI jobs, a developer shell).
 exec 9>"$(dirname "$bin_dir")/.build.lock"
