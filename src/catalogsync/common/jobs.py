@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from catalogsync.common.config import RunSettings, load
@@ -14,7 +14,7 @@ from catalogsync.common.progress import write_termination_message
 
 log = logging.getLogger(__name__)
 
-JobMain = Callable[[RunSettings], Awaitable[Mapping[str, Any]]]
+JobMain = Callable[[RunSettings], Coroutine[Any, Any, Mapping[str, Any]]]
 
 
 def run_job(stage: str, job: JobMain) -> int:

@@ -26,7 +26,7 @@ async def api_client() -> Any:
         await config.load_kube_config(client_configuration=configuration)
     else:
         configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration)
 
 

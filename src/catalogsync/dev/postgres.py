@@ -124,6 +124,7 @@ class LocalPostgres:
         settings: Mapping[str, str | int] | None = None,
         bindir: Path | None = None,
         user: str | None = None,
+        root: Path | None = None,
     ) -> None:
         self.bindir = bindir or find_bindir()
         self.settings: dict[str, str | int] = {
@@ -139,6 +140,8 @@ class LocalPostgres:
         }
         self.user = user or os.environ.get("CATALOGSYNC_PG_USER", DEFAULT_USER)
         self.port = 0
+        self.persistent_root = root
+        """Keep the cluster here across runs (the demo) instead of in a throwaway directory."""
         self.root: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -177,14 +180,20 @@ class LocalPostgres:
         if self.process is not None:
             return self
         sweep_stale()
-        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        if self.persistent_root is None:
+            self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        else:
+            self.root = self.persistent_root
+            self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self._chown(self.root)
-        self.datadir.mkdir(mode=0o700)
+        fresh = not (self.datadir / "PG_VERSION").exists()
+        self.datadir.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.datadir)
         atexit.register(self.stop)
         try:
-            self._initdb()
+            if fresh:
+                self._initdb()
             for _attempt in range(5):
                 self.port = free_port()
                 if self._launch():
@@ -273,9 +282,9 @@ class LocalPostgres:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)
-        if self.root is not None:
+        if self.root is not None and self.persistent_root is None:
             shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
+        self.root = None
         atexit.unregister(self.stop)
 
     def __enter__(self) -> Self:

@@ -1,0 +1,1 @@
+"""Real servers and tools for tests, the local demo and benchmarks."""
