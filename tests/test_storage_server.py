@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -496,3 +498,46 @@ async def test_bucket_limits_apply_to_uploads(storage_server: StorageServer) -> 
     assert wrong_type.status_code == 415
     assert wrong_type.text == "mime type image/png is not supported"
     assert fine.status_code == 201
+
+
+async def test_patch_cut_by_a_stop_resumes_from_a_partial_offset(
+    make_storage_server: MakeStorageServer, tmp_path: Path
+) -> None:
+    server = await make_storage_server()
+    data = random.Random(5).randbytes(CHUNK_SIZE + 1000)
+    key = unique_key("cut")
+    half = 3 * MiB
+    never = asyncio.Event()
+
+    async def first_half_then_hang() -> AsyncIterator[bytes]:
+        yield data[:half]
+        await never.wait()
+
+    async with server.client() as http:
+        location = (await create_upload(http, key, len(data))).headers["location"]
+        cut = asyncio.create_task(
+            http.patch(
+                location,
+                content=first_half_then_hang(),
+                headers={**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(len(data))},
+            )
+        )
+        for _ in range(200):
+            if (await server.stats()).upload_bytes_received >= half:
+                break
+            await asyncio.sleep(0.05)
+        await server.stop()
+        cut.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.TransportError):
+            await cut
+
+    await server.start()
+    async with server.client() as http:
+        offset = int((await http.head(location, headers=TUS_HEADERS)).headers["upload-offset"])
+        assert 0 < offset <= half
+        rest = await http.patch(
+            location, content=data[offset:], headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}
+        )
+        assert rest.headers["tus-complete"] == "1"
+        stored = (await http.get(f"object/{DEFAULT_BUCKET}/{key}")).content
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
