@@ -272,9 +272,11 @@ async def test_unknown_and_terminated_uploads_answer_404(storage_server: Storage
         assert (await http.head(location, headers=TUS_HEADERS)).status_code == 404
 
 
-async def test_options_discovery_needs_no_auth(storage_server: StorageServer) -> None:
+async def test_options_discovery_and_status_need_no_auth(storage_server: StorageServer) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.options(f"{storage_server.url}/upload/resumable")
+        status = await http.get(f"{storage_server.url}/status")
+    assert status.status_code == 200
     assert response.status_code == 204
     assert response.headers["tus-version"] == "1.0.0"
     assert "expiration" in response.headers["tus-extension"].split(",")
