@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
         default=Path(".demo"),
         help="where the database and the stored catalogs live between runs",
     )
+    p.add_argument(
+        "--products",
+        type=int,
+        default=DEMO_PRODUCTS,
+        help="products in the small profile's catalog (default %(default)s)",
+    )
     p.add_argument("--reset", action="store_true", help="start from an empty database and store")
     p.add_argument("--dry-run", action="store_true", help="count what would change, write nothing")
     return p
@@ -76,7 +82,7 @@ class StageResult:
 
 
 @contextlib.asynccontextmanager
-async def medipim(profile: str, version: int) -> AsyncIterator[dict[str, str]]:
+async def medipim(profile: str, version: int, products: int) -> AsyncIterator[dict[str, str]]:
     if os.environ.get("MEDIPIM_URL"):
         yield {}
         return
@@ -84,7 +90,7 @@ async def medipim(profile: str, version: int) -> AsyncIterator[dict[str, str]]:
     from catalogsync.dev.simulator.server import SimulatorServer
 
     if profile == "small":
-        catalog = Catalog(products=DEMO_PRODUCTS, line_bytes=DEMO_LINE_BYTES, version=version)
+        catalog = Catalog(products=products, line_bytes=DEMO_LINE_BYTES, version=version)
     else:
         catalog = Catalog.profile(profile, version=version)
     print(f"preparing the simulated catalog ({catalog.products:,} products, version {version})...")
@@ -154,11 +160,18 @@ def summary_table(fetch: StageResult, maintain: StageResult | None) -> Table:
 async def demo(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     if args.reset:
-        await asyncio.to_thread(shutil.rmtree, data_dir, ignore_errors=True)
+        from catalogsync.dev.postgres import LocalPostgres
+
+        cluster = LocalPostgres(root=data_dir / "postgres").cluster_dir()
+        for path in (cluster, data_dir):
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     run_id = time.strftime("demo-%Y%m%d-%H%M%S")
     console = Console()
-    async with medipim(args.profile, args.version) as medipim_env, database(data_dir) as db_env:
+    async with (
+        medipim(args.profile, args.version, args.products) as medipim_env,
+        database(data_dir) as db_env,
+    ):
         env = {
             **medipim_env,
             **db_env,

@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -23,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -109,6 +111,14 @@ def sweep_stale(older_than: float = 300.0) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether every existing ancestor of ``path`` lets any user pass through it."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
 class LocalPostgres:
     """Start with ``with LocalPostgres() as pg:`` (or ``async with``); connect with ``pg.dsn``.
 
@@ -176,6 +186,19 @@ class LocalPostgres:
             entry = pwd.getpwnam(self.user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def cluster_dir(self) -> Path:
+        """Where a persistent cluster lives: the given root, unless its user cannot reach it.
+
+        Under root the server runs as an unprivileged user, who cannot enter a private folder
+        such as ``/root/...``; the cluster then lives in a shared folder keyed by the root's path.
+        """
+        assert self.persistent_root is not None
+        root = self.persistent_root.resolve()
+        if os.geteuid() != 0 or _reachable_by_others(root):
+            return root
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        return Path("/var/tmp") / f"catalogsync-cluster-{key}"
+
     def start(self) -> Self:
         if self.process is not None:
             return self
@@ -183,7 +206,7 @@ class LocalPostgres:
         if self.persistent_root is None:
             self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
         else:
-            self.root = self.persistent_root
+            self.root = self.cluster_dir()
             self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self._chown(self.root)
