@@ -1,0 +1,566 @@
+"""The operator on a real control plane: real Jobs, Pods, scheduler, garbage collector and RBAC.
+
+The operator runs as a subprocess (``catalogsync operator``) with the admin kubeconfig, so a test
+can kill and restart it; its Jobs' pods run the real ``catalogsync fetch`` / ``maintain`` under the
+process kubelet, against the MediPim simulator, the storage test server and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+import yaml
+
+from catalogsync.dev.controlplane import ControlPlane, free_port
+from catalogsync.dev.kubelet import KubeletThread, NodeConfig
+from catalogsync.dev.simulator import SimulatorServer
+from catalogsync.dev.storage_server import StorageServer
+from catalogsync.operator.settings import CPU_CLASS_LABEL, PERFORMANCE
+from tests.plugins.kube import Kubectl
+from tests.plugins.medipim import MedipimFactory
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+CRD_FILE = Path(__file__).parent.parent / "deploy" / "crds" / "catalogsync.io_catalogsyncs.yaml"
+KEY_ID = "keyid-5c1d0e7a"
+KEY_SECRET = "medipim-secret-3f9a1b7c5d"
+DB_PASSWORD = "db-password-8e2b6c4a"
+StartKubelet = Callable[..., KubeletThread]
+T = TypeVar("T")
+
+JOB_ROLE = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: catalogsync-job}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: catalogsync-job}
+rules:
+  - {apiGroups: [catalogsync.io], resources: [catalogsyncs], verbs: [get]}
+  - {apiGroups: [catalogsync.io], resources: [catalogsyncs/status], verbs: [get, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: catalogsync-job}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: catalogsync-job}
+subjects: [{kind: ServiceAccount, name: catalogsync-job}]
+"""
+
+
+async def until(probe: Callable[[], T | None], within: float = 90, message: str = "") -> T:
+    """Poll a blocking ``probe`` off the event loop (the simulator serves on it) until truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await asyncio.to_thread(probe)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g}s waiting for {message}")
+        await asyncio.sleep(0.3)
+
+
+class Operator:
+    """``catalogsync operator`` as a child process that a test can kill and start again."""
+
+    def __init__(self, namespace: str, env: dict[str, str], log_dir: Path) -> None:
+        self.namespace = namespace
+        self.env = env
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.liveness = env["CATALOGSYNC_LIVENESS_ENDPOINT"]
+
+    def start(self) -> Operator:
+        self.starts += 1
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "catalogsync", "operator", "--namespace", self.namespace],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, like a node loss or an OOM kill of the operator."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.process = None
+
+    def logs(self) -> str:
+        return "".join(
+            path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*"))
+        )
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.liveness, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(CRD_FILE))
+    kubectl("wait", "--for=condition=Established", "crd/catalogsyncs.catalogsync.io",
+            "--timeout=60s")  # fmt: skip
+
+
+@pytest.fixture
+def nodes(kubelet: StartKubelet) -> KubeletThread:
+    """A standard node and a performance node that only tolerating pods may use."""
+    performance = NodeConfig(
+        name="performance",
+        memory="16Gi",
+        labels={CPU_CLASS_LABEL: PERFORMANCE},
+        taints=[{"key": CPU_CLASS_LABEL, "value": PERFORMANCE, "effect": "NoSchedule"}],
+    )
+    return kubelet(NodeConfig(name="standard", memory="16Gi"), performance)
+
+
+def secrets_manifest(medipim: SimulatorServer, storage: StorageServer, dsn: str) -> str:
+    user, rest = dsn.split("://", 1)[1].split("@", 1)
+    database_url = f"postgresql://{user}:{DB_PASSWORD}@{rest}"
+    documents = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "medipim-credentials"},
+         "stringData": {"apiKeyId": medipim.key_id, "apiKeySecret": medipim.key_secret}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "supabase-storage"},
+         "stringData": {"serviceRoleKey": storage.service_key}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "catalog-database"},
+         "stringData": {"url": database_url}},
+    ]  # fmt: skip
+    return yaml.safe_dump_all(documents)
+
+
+class Cluster:
+    """One test's namespace with everything a run needs, and helpers to look at it."""
+
+    def __init__(
+        self,
+        kubectl: Kubectl,
+        namespace: str,
+        nodes: KubeletThread,
+        storage: StorageServer,
+        dsn: str,
+    ) -> None:
+        self.kubectl = kubectl
+        self.namespace = namespace
+        self.nodes = nodes
+        self.storage = storage
+        self.dsn = dsn
+        self.operators: list[Operator] = []
+
+    def operator(self, env: dict[str, str], log_dir: Path) -> Operator:
+        operator = Operator(self.namespace, env, log_dir)
+        self.operators.append(operator)
+        return operator.start()
+
+    def create_run(self, name: str, spec: dict[str, Any] | None = None) -> None:
+        manifest = {"apiVersion": "catalogsync.io/v1alpha1", "kind": "CatalogSync",
+                    "metadata": {"name": name}, "spec": spec or {}}  # fmt: skip
+        self.kubectl.apply(json.dumps(manifest), self.namespace)
+
+    def run(self, name: str) -> dict[str, Any]:
+        result = self.kubectl.run("get", "csync", name, "-n", self.namespace, "-o", "json",
+                                  check=False)  # fmt: skip
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+
+    def status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.run(name).get("status") or {}
+        return status
+
+    def phase_is(self, name: str, *phases: str) -> dict[str, Any] | None:
+        status = self.status(name)
+        return status if status.get("phase") in phases else None
+
+    def items(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-n", self.namespace]
+        if selector:
+            args += ["-l", selector]
+        return list(self.kubectl.json(*args)["items"])
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        events = self.items("events")
+        if name is not None:
+            events = [e for e in events if e["involvedObject"]["name"] == name]
+        return events
+
+    def event_reasons(self, name: str) -> list[str]:
+        return [e["reason"] for e in self.events(name)]
+
+    def table(self, *extra: str) -> str:
+        return self.kubectl("get", "catalogsyncs", "-n", self.namespace, *extra)
+
+
+@pytest.fixture
+async def cluster(
+    *,
+    crd: None,
+    kubectl: Kubectl,
+    namespace: str,
+    nodes: KubeletThread,
+    storage_server: StorageServer,
+    pg_dsn: str,
+) -> AsyncIterator[Cluster]:
+    kubectl.apply(JOB_ROLE, namespace)
+    setup = Cluster(kubectl, namespace, nodes, storage_server, pg_dsn)
+    yield setup
+    for operator in setup.operators:
+        operator.stop()
+
+
+def operator_env(
+    control_plane: ControlPlane, medipim: SimulatorServer, storage: StorageServer, **extra: str
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "CATALOGSYNC_MEDIPIM_URL": medipim.url,
+        "CATALOGSYNC_STORAGE_URL": storage.url,
+        "CATALOGSYNC_RESYNC_INTERVAL": "2",
+        "CATALOGSYNC_JOB_PROGRESS_INTERVAL": "0.2",
+        "CATALOGSYNC_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+        "CATALOGSYNC_LOG_FORMAT": "json",
+        "CATALOGSYNC_FETCHER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300}',
+        "CATALOGSYNC_MAINTAINER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300}',
+    }
+    env.pop("CATALOGSYNC_NAMESPACES", None)
+    env.update(extra)
+    return env
+
+
+async def start(
+    cluster: Cluster,
+    control_plane: ControlPlane,
+    medipim: SimulatorServer,
+    tmp_path: Path,
+    **extra: str,
+) -> Operator:
+    secrets = secrets_manifest(medipim, cluster.storage, cluster.dsn)
+    cluster.kubectl.apply(secrets, cluster.namespace)
+    env = operator_env(control_plane, medipim, cluster.storage, **extra)
+    operator = cluster.operator(env, tmp_path)
+    await until(operator.healthy, 60, "the operator's liveness endpoint")
+    return operator
+
+
+def job_names(cluster: Cluster) -> list[str]:
+    return sorted(job["metadata"]["name"] for job in cluster.items("jobs"))
+
+
+async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
+    cluster: Cluster,
+    control_plane: ControlPlane,
+    medipim_factory: MedipimFactory,
+    tmp_path: Path,
+) -> None:
+    medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=80_000,
+                                    key_id=KEY_ID, key_secret=KEY_SECRET)  # fmt: skip
+    operator = await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("first", {})
+
+    tables: list[str] = []
+    statuses: list[dict[str, Any]] = []
+
+    def watch() -> dict[str, Any] | None:
+        tables.append(cluster.table())
+        status = cluster.status("first")
+        statuses.append(status)
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    final = await until(watch, 180, "the first run to finish")
+    assert final["phase"] == "Succeeded", (final, operator.logs()[-3000:])
+
+    rows = [table.splitlines()[1].split() for table in tables if len(table.splitlines()) > 1]
+    seen = [(row[2], row[3]) for row in rows if len(row) > 3 and row[2] != "Succeeded"]
+    fetching = [progress for phase, progress in seen if phase == "Fetching"]
+    assert any(p not in ("0%", "100%") for p in fetching), seen
+    phases = [phase for phase, _ in seen]
+    assert "Maintaining" in phases
+    assert phases.index("Fetching") < phases.index("Maintaining")
+
+    records = final["fetcher"]["records"]
+    assert records == final["fetcher"]["total"] > 0
+    connection = await asyncpg.connect(cluster.dsn)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM public.products") == records
+    finally:
+        await connection.close()
+    maintainer = final["maintainer"]
+    assert maintainer["inserted"] == final["fetcher"]["records"]
+    assert maintainer["updated"] == maintainer["skipped"] == maintainer["invalid"] == 0
+    assert final["progress"] == "100%"
+    assert final["duration"].endswith("s")
+    assert {c["type"]: c["status"] for c in final["conditions"]} == {
+        "Fetched": "True", "Maintained": "True", "Succeeded": "True"}  # fmt: skip
+
+    table = cluster.table()
+    header, row = table.splitlines()[:2]
+    assert header.split()[:8] == ["NAME", "CATALOG", "PHASE", "PROGRESS", "INSERTED", "UPDATED",
+                                  "SKIPPED", "DURATION"]  # fmt: skip
+    inserted = str(maintainer["inserted"])
+    assert row.split()[:8] == ["first", "medipim-au", "Succeeded", "100%", inserted, "0", "0",
+                               final["duration"]]  # fmt: skip
+    wide = cluster.table("-o", "wide").splitlines()[0].split()
+    assert wide[-3:] == ["DELETED", "INVALID", "MESSAGE"]
+
+    pods = {pod["metadata"]["labels"]["catalogsync.io/stage"]: pod for pod in cluster.items("pods")}
+    assert pods["maintainer"]["spec"]["nodeName"] == "performance"
+    assert pods["fetcher"]["spec"]["nodeName"] == "standard"
+    requests = pods["maintainer"]["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["memory"] == "8Gi"
+    assert job_names(cluster) == ["first-fetcher", "first-maintainer"]
+    reasons = cluster.event_reasons("first")
+    for reason in ("FetcherJobCreated", "FetchSucceeded", "MaintainerJobCreated",
+                   "MaintainSucceeded", "SyncSucceeded"):  # fmt: skip
+        assert reasons.count(reason) == 1, reasons
+
+    # Nothing the run left behind carries a secret value.
+    storage = cluster.storage
+    pod_logs = [
+        cluster.nodes.logs(cluster.namespace, pod["metadata"]["name"]) for pod in pods.values()
+    ]
+    everything = "\n".join(
+        [json.dumps(statuses), json.dumps(cluster.events()), operator.logs(), *pod_logs,
+         json.dumps(cluster.items("jobs")), json.dumps(cluster.run("first"))]
+    )  # fmt: skip
+    assert all(pod_logs)
+    assert operator.logs()
+    for value in (KEY_SECRET, storage.service_key, DB_PASSWORD):
+        assert value not in everything
+        assert base64.b64encode(value.encode()).decode() not in everything
+
+
+async def test_rejected_credentials_fail_the_run_after_one_attempt(
+    cluster: Cluster, control_plane: ControlPlane, medipim: SimulatorServer, tmp_path: Path
+) -> None:
+    await start(cluster, control_plane, medipim, tmp_path)
+    cluster.kubectl.apply(yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-key"},
+         "stringData": {"apiKeyId": medipim.key_id, "apiKeySecret": "not-the-secret"}}),
+        cluster.namespace)  # fmt: skip
+    cluster.create_run("denied", {"source": {"credentialsSecret": "wrong-key"}})
+    status = await until(lambda: cluster.phase_is("denied", "Failed", "Succeeded"), 120, "denied")
+    assert status["phase"] == "Failed"
+    failure = status["failure"]
+    assert failure["stage"] == "fetcher"
+    assert failure["reason"] == "InvalidCredentials"
+    assert failure["exitCode"] == 2
+    assert failure["podName"].startswith("denied-fetcher-")
+    assert len(cluster.items("pods", "catalogsync.io/run=denied")) == 1
+    assert medipim.requests["products/stream"] == 1
+    assert job_names(cluster) == ["denied-fetcher"]
+    assert {"FetchFailed", "SyncFailed"} <= set(cluster.event_reasons("denied"))
+
+
+async def test_an_oom_killed_maintainer_fails_the_run_with_the_cause(
+    cluster: Cluster, control_plane: ControlPlane, medipim: SimulatorServer, tmp_path: Path
+) -> None:
+    await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("hungry", {"maintainer": {"backoffLimit": 0}})
+
+    def maintainer_running() -> str | None:
+        for namespace, name in cluster.nodes.running():
+            if namespace == cluster.namespace and name.startswith("hungry-maintainer-"):
+                return name
+        return None
+
+    pod = await until(maintainer_running, 120, "the maintainer pod to run")
+    await asyncio.to_thread(cluster.nodes.oom_kill, cluster.namespace, pod)
+    status = await until(lambda: cluster.phase_is("hungry", "Failed", "Succeeded"), 90, "hungry")
+    assert status["phase"] == "Failed"
+    assert status["failure"]["reason"] == "OOMKilled"
+    assert status["failure"]["stage"] == "maintainer"
+    assert status["failure"]["podName"] == pod
+    assert status["failure"]["exitCode"] == 137
+    assert "8Gi" in status["failure"]["message"]
+    reasons = cluster.event_reasons("hungry")
+    assert reasons.count("ContainerOOMKilled") == 1
+    assert {"MaintainFailed", "SyncFailed"} <= set(reasons)
+
+
+async def test_a_busy_catalog_skips_new_runs_and_cancel_stops_the_active_one(
+    cluster: Cluster, control_plane: ControlPlane, medipim_factory: MedipimFactory, tmp_path: Path
+) -> None:
+    medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=20_000)
+    await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("long", {})
+    await until(lambda: cluster.phase_is("long", "Fetching"), 60, "long to fetch")
+    cluster.create_run("second", {})
+    status = await until(lambda: cluster.phase_is("second", "Skipped"), 60, "second skipped")
+    skipped = {c["type"]: c for c in status["conditions"]}["Skipped"]
+    assert (skipped["status"], skipped["reason"]) == ("True", "ConcurrentRunActive")
+    assert "long" in status["message"]
+    assert "SyncSkipped" in cluster.event_reasons("second")
+    assert "second-fetcher" not in job_names(cluster)
+
+    cluster.kubectl("patch", "csync", "long", "-n", cluster.namespace, "--type=merge",
+                    "-p", '{"spec": {"cancel": true}}')  # fmt: skip
+    status = await until(lambda: cluster.phase_is("long", "Cancelled"), 60, "long cancelled")
+    assert status["completionTime"]
+    assert "SyncCancelled" in cluster.event_reasons("long")
+    await until(lambda: not cluster.items("jobs", "catalogsync.io/run=long"), 60, "Job deleted")
+    await until(lambda: not cluster.items("pods", "catalogsync.io/run=long"), 60, "pods deleted")
+
+
+async def test_an_operator_killed_mid_run_reattaches_without_duplicates(
+    cluster: Cluster, control_plane: ControlPlane, medipim_factory: MedipimFactory, tmp_path: Path
+) -> None:
+    medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=60_000)
+    operator = await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("steady", {})
+    await until(lambda: cluster.phase_is("steady", "Fetching"), 60, "steady to fetch")
+    operator.kill()
+    await asyncio.sleep(2)
+    operator.start()
+    status = await until(lambda: cluster.phase_is("steady", "Succeeded", "Failed"), 180, "end")
+    assert status["phase"] == "Succeeded", operator.logs()[-3000:]
+    assert job_names(cluster) == ["steady-fetcher", "steady-maintainer"]
+    stages = sorted(p["metadata"]["labels"]["catalogsync.io/stage"] for p in cluster.items("pods"))
+    assert stages == ["fetcher", "maintainer"]
+    reasons = cluster.event_reasons("steady")
+    assert reasons.count("FetcherJobCreated") == 1
+    assert reasons.count("SyncSucceeded") == 1
+
+
+async def test_deleting_a_run_deletes_its_jobs_and_pods(
+    cluster: Cluster, control_plane: ControlPlane, medipim_factory: MedipimFactory, tmp_path: Path
+) -> None:
+    medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=20_000)
+    await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("doomed", {})
+    await until(lambda: cluster.items("pods", "catalogsync.io/run=doomed"), 60, "a pod")
+    cluster.kubectl("delete", "csync", "doomed", "-n", cluster.namespace, "--wait=true",
+                    "--timeout=30s")  # fmt: skip
+    await until(lambda: not cluster.items("jobs"), 60, "the Job to be collected")
+    await until(lambda: not cluster.items("pods"), 60, "the pods to be collected")
+
+
+async def test_a_missing_secret_fails_the_run_before_any_job(
+    cluster: Cluster, control_plane: ControlPlane, medipim: SimulatorServer, tmp_path: Path
+) -> None:
+    operator = await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("nokey", {"database": {"credentialsSecret": "no-such-secret"}})
+    status = await until(lambda: cluster.phase_is("nokey", "Failed"), 60, "nokey to fail")
+    assert status["failure"]["reason"] == "SecretNotFound"
+    assert "no-such-secret" in status["failure"]["message"]
+    assert "'url'" in status["failure"]["message"]
+    assert job_names(cluster) == []
+    assert "SyncFailed" in cluster.event_reasons("nokey")
+    assert "no-such-secret" in operator.logs()
+
+
+async def test_history_is_pruned_to_the_limits(
+    cluster: Cluster, control_plane: ControlPlane, medipim_factory: MedipimFactory, tmp_path: Path
+) -> None:
+    medipim = await medipim_factory(products=50, line_bytes=500)
+    await start(cluster, control_plane, medipim, tmp_path,
+                CATALOGSYNC_SUCCESSFUL_RUNS_HISTORY_LIMIT="1",
+                CATALOGSYNC_FAILED_RUNS_HISTORY_LIMIT="1")  # fmt: skip
+    for name in ("ok-1", "ok-2"):
+        cluster.create_run(name, {"mode": "FetchOnly"})
+        ended = functools.partial(cluster.phase_is, name, "Succeeded", "Failed")
+        status = await until(ended, 90, name)
+        assert status["phase"] == "Succeeded"
+    for name in ("bad-1", "bad-2"):
+        cluster.create_run(name, {"source": {"credentialsSecret": "absent"}})
+        await until(functools.partial(cluster.phase_is, name, "Failed"), 60, name)
+
+    def remaining() -> list[str] | None:
+        names = sorted(run["metadata"]["name"] for run in cluster.items("catalogsyncs"))
+        return names if names == ["bad-2", "ok-2"] else None
+
+    await until(remaining, 60, "history pruned to ok-2 and bad-2")
+    await until(lambda: job_names(cluster) == ["ok-2-fetcher"], 60, "ok-1's Job collected")
+    pruned = [e for e in cluster.events() if e["reason"] == "HistoryPruned"]
+    assert any("ok-1" in e["message"] for e in pruned)
+    assert any("bad-1" in e["message"] for e in pruned)
+
+
+@pytest.fixture(scope="module")
+def validation_namespace(crd: None, kubectl: Kubectl) -> Iterator[str]:
+    name = f"crd-validation-{os.getpid()}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+INVALID = [
+    ("x" * 53, {}, "metadata.name"),
+    ("chunk-low", {"maintainer": {"chunkSize": 99}}, "spec.maintainer.chunkSize"),
+    ("chunk-high", {"maintainer": {"chunkSize": 100001}}, "spec.maintainer.chunkSize"),
+    ("fraction-high", {"maintainer": {"maxDeleteFraction": 1.5}},
+     "spec.maintainer.maxDeleteFraction"),
+    ("fraction-low", {"maintainer": {"maxDeleteFraction": -0.1}},
+     "spec.maintainer.maxDeleteFraction"),
+    ("table", {"database": {"table": "public.Products; drop"}}, "spec.database.table"),
+    ("table-parts", {"database": {"table": "a.b.c"}}, "spec.database.table"),
+    ("mode", {"mode": "Sometimes"}, "spec.mode"),
+    ("prefix", {"storage": {"prefix": "/abs"}}, "spec.storage.prefix"),
+    ("prefix-dots", {"storage": {"prefix": "au/../x"}}, "spec.storage.prefix"),
+    ("catalog", {"catalog": "Not A Label"}, "spec.catalog"),
+    ("url", {"source": {"url": "ftp://x"}}, "spec.source.url"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "spec", "field"), INVALID, ids=[i[0][:12] for i in INVALID])
+def test_the_api_server_rejects_invalid_runs_naming_the_field(
+    kubectl: Kubectl, validation_namespace: str, name: str, spec: dict[str, Any], field: str
+) -> None:
+    manifest = {"apiVersion": "catalogsync.io/v1alpha1", "kind": "CatalogSync",
+                "metadata": {"name": name}, "spec": spec}  # fmt: skip
+    result = kubectl.run("create", "-n", validation_namespace, "-f", "-",
+                         input=json.dumps(manifest), check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+
+
+def test_the_spec_is_immutable_except_cancel(kubectl: Kubectl, validation_namespace: str) -> None:
+    manifest = {"apiVersion": "catalogsync.io/v1alpha1", "kind": "CatalogSync",
+                "metadata": {"name": "frozen"}, "spec": {}}  # fmt: skip
+    kubectl("create", "-n", validation_namespace, "-f", "-", input=json.dumps(manifest))
+    for patch, field in [
+        ({"maintainer": {"chunkSize": 100}}, "spec.maintainer"),
+        ({"source": {"filter": {"status": "inactive"}}}, "spec.source"),
+        ({"catalog": "other"}, "spec.catalog"),
+        ({"mode": "FetchOnly"}, "spec.mode"),
+        ({"fetcher": {"backoffLimit": 5}}, "spec.fetcher"),
+        ({"storage": {"bucket": "other"}}, "spec.storage"),
+        ({"database": {"table": "other"}}, "spec.database"),
+    ]:
+        result = kubectl.run("patch", "csync", "frozen", "-n", validation_namespace,
+                             "--type=merge", "-p", json.dumps({"spec": patch}),
+                             check=False)  # fmt: skip
+        assert result.returncode != 0, patch
+        assert f"{field} is immutable" in result.stderr
+    kubectl("patch", "csync", "frozen", "-n", validation_namespace, "--type=merge",
+            "-p", '{"spec": {"cancel": true}}')  # fmt: skip
