@@ -228,6 +228,28 @@ def test_active_deadline_stops_the_running_pod(
     assert not node.running()
 
 
+def test_pod_active_deadline_is_enforced_by_the_kubelet(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    spec = {
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": 1,
+        "terminationGracePeriodSeconds": 1,
+        "containers": [python_container("import time; time.sleep(600)")],
+    }
+    create_pod(kubectl, namespace, "bounded", spec)
+
+    status = wait_until(
+        lambda: (s := read_pod(kubectl, namespace, "bounded")["status"])["phase"] == "Failed" and s,
+        message="the pod to fail",
+    )
+
+    assert status["reason"] == "DeadlineExceeded"
+    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
+    assert not node.running()
+
+
 def test_cronjob_creates_a_job(kubelet: StartKubelet, kubectl: Kubectl, namespace: str) -> None:
     kubelet("node-a")
     cronjob = {

@@ -38,7 +38,8 @@ After exit the file is read (at most 4096 bytes) into ``state.terminated.message
 Deletion. When a pod gets a ``deletionTimestamp`` (the Job controller removing surplus pods, an
 ``activeDeadlineSeconds`` or ``FailJob`` outcome, a namespace going away) its processes get SIGTERM,
 then SIGKILL after the grace period; the pod is reported terminal (Failed unless every container
-exited 0) and then deleted with grace 0. Finalizers such as ``batch.kubernetes.io/job-tracking`` are
+exited 0) and then deleted with grace 0. A pod's own ``activeDeadlineSeconds`` stops it the same
+way (without the deletion), with reason ``DeadlineExceeded``. Finalizers such as ``batch.kubernetes.io/job-tracking`` are
 never touched: the Job controller removes its own.
 
 Not emulated: container isolation, cgroups and real memory limits (``oom_kill`` simulates an OOM
@@ -435,6 +436,10 @@ class PodWorker:
         self.directory = kubelet.pods_dir / f"{self.namespace}_{self.name}_{self.uid[:8]}"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.deleting = asyncio.Event()
+        """The pod has a deletionTimestamp."""
+        self.stopping = asyncio.Event()
+        """Processes must stop: deletion, or the pod's activeDeadlineSeconds ran out."""
+        self.deadline_exceeded = False
         self.silent = False
         self.finished = False
         self.final_delete_sent = False
@@ -462,6 +467,7 @@ class PodWorker:
         self.pod = pod
         if pod["metadata"].get("deletionTimestamp"):
             self.deleting.set()
+            self.stopping.set()
 
     # -- status ------------------------------------------------------------------------------
 
@@ -571,6 +577,28 @@ class PodWorker:
         return True
 
     async def _run_admitted(self) -> None:
+        deadline = self.pod["spec"].get("activeDeadlineSeconds")
+        if deadline is not None:
+            timer = asyncio.get_running_loop().call_later(float(deadline), self._deadline)
+        try:
+            await self._run_containers()
+        finally:
+            if deadline is not None:
+                timer.cancel()
+
+    def _deadline(self) -> None:
+        self.deadline_exceeded = True
+        self.stopping.set()
+
+    def _terminal_reason(self) -> tuple[str | None, str | None]:
+        if self.deadline_exceeded:
+            return (
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline",
+            )
+        return None, None
+
+    async def _run_containers(self) -> None:
         prepared = await self._prepare_all()
         if prepared is None:
             await self._report_killed_before_start()
@@ -585,7 +613,7 @@ class PodWorker:
 
     async def _prepare_all(self) -> dict[str, tuple[list[str], dict[str, str]]] | None:
         """argv and environment of every container; None if the pod is deleted meanwhile."""
-        while not self.deleting.is_set():
+        while not self.stopping.is_set():
             try:
                 credentials = await self.kubelet.credentials(self)
                 result = {}
@@ -599,7 +627,7 @@ class PodWorker:
             except ContainerConfigError as exc:
                 await self._waiting("CreateContainerConfigError", str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.deleting.wait(), self.kubelet.retry_interval)
+                await asyncio.wait_for(self.stopping.wait(), self.kubelet.retry_interval)
         return None
 
     async def _waiting(self, reason: str, message: str) -> None:
@@ -624,10 +652,10 @@ class PodWorker:
                         "finishedAt": now(),
                     }
                 }
-        await self.report("Failed")
+        await self.report("Failed", *self._terminal_reason())
 
     def _should_restart(self, run: ContainerRun, exit_code: int) -> bool:
-        if self.deleting.is_set():
+        if self.stopping.is_set():
             return False
         policy = self.restart_policy
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
@@ -653,11 +681,11 @@ class PodWorker:
             }
             await self.report("Running" if not run.init else "Pending")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.deleting.wait(), backoff)
+                await asyncio.wait_for(self.stopping.wait(), backoff)
             backoff = min(backoff * 2, 300.0)
 
     async def _run_once(self, run: ContainerRun, argv: list[str], env: dict[str, str]) -> int:
-        if self.deleting.is_set():
+        if self.stopping.is_set():
             run.state = {
                 "terminated": {
                     "exitCode": OOM_EXIT_CODE,
@@ -713,7 +741,7 @@ class PodWorker:
     async def _wait_process(self, process: asyncio.subprocess.Process) -> int:
         """The exit code (128+signal when killed); deletion turns into SIGTERM, then SIGKILL."""
         waiter = asyncio.ensure_future(process.wait())
-        deleted = asyncio.ensure_future(self.deleting.wait())
+        deleted = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({waiter, deleted}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -767,7 +795,8 @@ class PodWorker:
         for run in self.runs:
             if run.terminated is None:  # never started because an init container failed
                 run.state = {"waiting": {"reason": "PodInitializing"}}
-        await self.report(self.phase())
+        phase = "Failed" if self.deadline_exceeded else self.phase()
+        await self.report(phase, *self._terminal_reason())
 
     async def finish_deletion(self) -> None:
         """Complete a graceful deletion once the pod is terminal (grace 0, uid precondition)."""
@@ -1030,6 +1059,7 @@ class ProcessKubelet:
         worker = self.workers.pop(pod["metadata"]["uid"], None)
         if worker is not None:
             worker.deleting.set()
+            worker.stopping.set()
             worker.silent = True
 
     def worker(self, namespace: str, name: str) -> PodWorker:
