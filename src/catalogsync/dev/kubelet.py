@@ -38,9 +38,9 @@ After exit the file is read (at most 4096 bytes) into ``state.terminated.message
 Deletion. When a pod gets a ``deletionTimestamp`` (the Job controller removing surplus pods, an
 ``activeDeadlineSeconds`` or ``FailJob`` outcome, a namespace going away) its processes get SIGTERM,
 then SIGKILL after the grace period; the pod is reported terminal (Failed unless every container
-exited 0) and then deleted with grace 0. A pod's own ``activeDeadlineSeconds`` stops it the same
-way (without the deletion), with reason ``DeadlineExceeded``. Finalizers such as ``batch.kubernetes.io/job-tracking`` are
-never touched: the Job controller removes its own.
+exited 0) and then deleted with grace 0. Finalizers such as ``batch.kubernetes.io/job-tracking``
+are never touched: the Job controller removes its own. A pod's own ``activeDeadlineSeconds`` stops
+it the same way (without the deletion), with reason ``DeadlineExceeded``.
 
 Not emulated: container isolation, cgroups and real memory limits (``oom_kill`` simulates an OOM
 kill), networking (every pod's IP is 127.0.0.1), volumes (``emptyDir`` volumes become directories;
