@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 import yaml
 
-from catalogsync.dev.controlplane import ControlPlane, free_port
+from catalogsync.dev.controlplane import ControlPlane, free_port, write_kubeconfig
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
 from catalogsync.dev.simulator import SimulatorServer
 from catalogsync.dev.storage_server import StorageServer
@@ -504,6 +504,68 @@ async def test_history_is_pruned_to_the_limits(
     pruned = [e for e in cluster.events() if e["reason"] == "HistoryPruned"]
     assert any("ok-1" in e["message"] for e in pruned)
     assert any("bad-1" in e["message"] for e in pruned)
+
+
+OPERATOR_RULES = [
+    {"apiGroups": ["catalogsync.io"], "resources": ["catalogsyncs"],
+     "verbs": ["get", "list", "watch", "patch", "delete"]},
+    {"apiGroups": ["catalogsync.io"], "resources": ["catalogsyncs/status"],
+     "verbs": ["get", "patch"]},
+    {"apiGroups": ["catalogsync.io"], "resources": ["catalogsyncs/finalizers"],
+     "verbs": ["update"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"],
+     "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]  # fmt: skip
+"""What the operator needs in each namespace it watches; the chart's Role must grant this."""
+
+
+async def test_the_operator_works_with_only_its_documented_permissions(
+    cluster: Cluster, control_plane: ControlPlane, medipim: SimulatorServer, tmp_path: Path
+) -> None:
+    documents = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "operator"}, "rules": OPERATOR_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "operator"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "operator"},
+         "subjects": [{"kind": "ServiceAccount", "name": "operator",
+                       "namespace": cluster.namespace}]},
+    ]  # fmt: skip
+    cluster.kubectl.apply(yaml.safe_dump_all(documents), cluster.namespace)
+    token = cluster.kubectl("create", "token", "operator", "-n", cluster.namespace).strip()
+    kubeconfig = write_kubeconfig(
+        tmp_path / "operator.kubeconfig",
+        control_plane.server,
+        control_plane.admin.ca_file.read_bytes(),
+        user="operator",
+        token=token,
+        namespace=cluster.namespace,
+    )
+    operator = await start(cluster, control_plane, medipim, tmp_path,
+                           KUBECONFIG=str(kubeconfig),
+                           CATALOGSYNC_SUCCESSFUL_RUNS_HISTORY_LIMIT="0")  # fmt: skip
+    cluster.create_run("limited", {})
+    await until(lambda: cluster.phase_is("limited", "Maintaining"), 120, "limited to maintain")
+    # A successful run with a history limit of 0 is pruned as soon as it ends.
+    await until(lambda: not cluster.run("limited"), 120, "limited to finish and be pruned")
+    pruned = [e for e in cluster.events() if e["reason"] == "HistoryPruned"]
+    assert pruned
+    assert "SyncSucceeded" in [e["reason"] for e in cluster.events()]
+    # kopf tries to observe CRDs and namespaces cluster-wide and carries on without them; any
+    # other refusal would be a permission missing from OPERATOR_RULES.
+    refused = [
+        line
+        for line in operator.logs().splitlines()
+        if "Forbidden" in line
+        and "customresourcedefinitions" not in line
+        and "/api/v1/namespaces ->" not in line
+    ]
+    assert refused == []
 
 
 @pytest.fixture(scope="module")
