@@ -266,6 +266,15 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == name}
     assert {"FetcherJobCreated", "MaintainerJobCreated", "SyncSucceeded"} <= reasons
 
+    # The namespaced Role covered everything the run needed. (kopf's optional cluster-scope
+    # scanning of CRDs and namespaces is refused by design: no ClusterRole in this mode.)
+    refused_here = [
+        line
+        for line in operator.output().splitlines()
+        if "forbidden" in line.lower() and "at the cluster scope" not in line
+    ]
+    assert refused_here == []
+
     # Without `create jobs` the operator's next run stops exactly there, with a 403.
     role = kubectl.json("get", "role", f"{FULLNAME}-operator", "-n", ns)
     for rule in role["rules"]:
