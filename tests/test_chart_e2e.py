@@ -1,4 +1,4 @@
-"""The chart end to end on a real control plane: CronJob → create-run → operator → Jobs → database.
+"""The chart end to end on a real control plane: CronJob → create-run → operator → Jobs → webhook.
 
 Everything but the operator's Deployment is applied as rendered, into a namespace that enforces
 the restricted Pod Security profile. The operator runs as a local process with exactly the
@@ -20,13 +20,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from aiohttp import web
 
 from catalogsync.dev.controlplane import ControlPlane, free_port, write_kubeconfig
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
@@ -124,12 +125,52 @@ def workdir(tmp_path: Path) -> Iterator[Workdir]:
         print("\n".join(operator.output().splitlines()[-200:]))
 
 
+@pytest.fixture
+async def webhook() -> AsyncIterator[tuple[str, list[Any]]]:
+    """A local webhook receiver: its URL and the JSON bodies it was sent."""
+    received: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", received
+    await runner.cleanup()
+
+
+@dataclass
+class Backends:
+    """What a run talks to: MediPim, storage, PostgreSQL, and the webhook receiver."""
+
+    medipim: SimulatorServer
+    storage: StorageServer
+    dsn: str
+    webhook_url: str
+    notices: list[Any]
+
+
+@pytest.fixture
+def backends(
+    medipim: SimulatorServer,
+    storage_server: StorageServer,
+    pg_dsn: str,
+    webhook: tuple[str, list[Any]],
+) -> Backends:
+    return Backends(medipim, storage_server, pg_dsn, *webhook)
+
+
 def chart_values(medipim: SimulatorServer, storage: StorageServer) -> dict[str, Any]:
     return {
         "defaults": {"medipim": {"url": medipim.url}, "storage": {"url": storage.url}},
         "schedule": {"schedule": "* * * * *", "startingDeadlineSeconds": 120},
         "operator": {"resyncIntervalSeconds": 5},
         "jobs": {"progressIntervalSeconds": 1},
+        "notifications": {"webhook": {"secretName": "sync-webhook"}},
         # Small enough for the test node; placement stays the chart's default (performance CPUs).
         "maintainer": {
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
@@ -168,13 +209,10 @@ def healthy(url: str) -> bool:
 
 
 async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
-    cluster: Cluster,
-    medipim: SimulatorServer,
-    storage_server: StorageServer,
-    pg_dsn: str,
-    workdir: Workdir,
+    cluster: Cluster, backends: Backends, workdir: Workdir
 ) -> None:
     ns, kubectl = cluster.namespace, cluster.kubectl
+    medipim, storage_server, pg_dsn = backends.medipim, backends.storage, backends.dsn
     for name, data in {
         "medipim-credentials": {"apiKeyId": medipim.key_id, "apiKeySecret": medipim.key_secret},
         "supabase-storage": {"serviceRoleKey": storage_server.service_key},
@@ -208,7 +246,12 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     health = f"http://127.0.0.1:{free_port()}/healthz"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATALOGSYNC_", "KUBE"))}
     env |= config
+    # The Deployment mounts the webhook Secret at this path; here the file is written directly.
+    url_file = workdir.path / "webhook-url"
+    url_file.write_text(backends.webhook_url)
+    assert config["CATALOGSYNC_WEBHOOK_URL_FILE"].startswith("/etc/catalogsync/")
     env |= {
+        "CATALOGSYNC_WEBHOOK_URL_FILE": str(url_file),
         "KUBECONFIG": str(
             token_kubeconfig(kubectl, cluster.plane, ns, account, workdir.path / "kc")
         ),
@@ -265,6 +308,12 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     assert not [e for e in events if e["reason"] == "FailedCreate"], "a pod was refused"
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == name}
     assert {"FetcherJobCreated", "MaintainerJobCreated", "SyncSucceeded"} <= reasons
+
+    # The optional webhook got the outcome, sent in the background by the operator.
+    notices = await until(lambda: list(backends.notices), "the webhook notice")
+    assert [(n["event"], n["run"]["name"]) for n in notices] == [("SyncSucceeded", name)]
+    assert notices[0]["maintainer"]["inserted"] == records
+    assert notices[0]["run"]["trigger"] == "scheduled"
 
     # The namespaced Role covered everything the run needed. (kopf's optional cluster-scope
     # scanning of CRDs and namespaces is refused by design: no ClusterRole in this mode.)
