@@ -41,7 +41,7 @@ JOB_CREATED_OF: dict[Stage, str] = {
 }
 
 COUNT_FIELDS: dict[Stage, tuple[str, ...]] = {
-    "fetcher": ("bytes", "records", "total", "object", "sha256"),
+    "fetcher": ("bytes", "records", "total", "object", "sha256", "downloads"),
     "maintainer": (
         "total",
         "processed",

@@ -180,7 +180,7 @@ async def test_50k_catalog_arrives_byte_identical(
     message = outcome.message
     records = active(server.catalog)
     assert message["records"] == message["total"] == records > 40_000
-    assert message["attempts"] == 1
+    assert message["downloads"] == 1
     assert message["object"] == target.run_key("run-1")
     assert message["latest"] == target.latest
     assert message["published"] is True
@@ -253,7 +253,7 @@ async def test_cut_connection_is_fetched_again_and_latest_is_never_partial(
     with LatestWatcher(target) as watcher:
         outcome = await fetch(SYNC_RUN_ID="cut")
     assert_ok(outcome)
-    assert outcome.message["attempts"] == 2
+    assert outcome.message["downloads"] == 2
     assert medipim.requests["products/stream"] == 2
     stored = await target.read(target.latest)
     assert stored == expected_body(medipim, stored, DEFAULT_QUERY)
@@ -268,7 +268,7 @@ async def test_stalled_stream_times_out_and_is_fetched_again(
     medipim.faults.inject(Fault.stall(after_bytes=100_000, seconds=5.0))
     outcome = await fetch(FETCHER_READ_TIMEOUT="0.5")
     assert_ok(outcome)
-    assert outcome.message["attempts"] == 2
+    assert outcome.message["downloads"] == 2
     assert "StreamStalled" in outcome.log or "FETCHER_READ_TIMEOUT" in outcome.log
 
 
@@ -278,7 +278,7 @@ async def test_rate_limit_backs_off_then_succeeds(
     medipim.faults.inject(Fault.http_status(429), times=2)
     outcome = await fetch()
     assert_ok(outcome)
-    assert outcome.message["attempts"] == 3
+    assert outcome.message["downloads"] == 3
     assert medipim.statuses[("products/stream", 429)] == 2
     assert await target.info(target.latest) is not None
 

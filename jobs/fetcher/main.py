@@ -42,13 +42,13 @@ class FetchProgress:
 
     def __init__(self, reporter: Reporters) -> None:
         self.reporter = reporter
-        self.counts: dict[str, Any] = {"bytes": 0, "records": 0, "attempts": 0}
+        self.counts: dict[str, Any] = {"bytes": 0, "records": 0, "downloads": 0}
         self._snapshot = Snapshot(STAGE, 0, None, "records", dict(self.counts))
 
     async def downloading(
         self, received: int, records: int, total: int | None, attempt: int
     ) -> None:
-        self.counts.update(bytes=received, records=records, attempts=attempt)
+        self.counts.update(bytes=received, records=records, downloads=attempt)
         if total is not None:
             self.counts["total"] = total
         self._snapshot = Snapshot(STAGE, records, total, "records", dict(self.counts))
@@ -137,7 +137,7 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
             "bytes": result.bytes,
             "records": result.records,
             "total": result.total,
-            "attempts": result.attempts,
+            "downloads": result.attempts,
             "sha256": result.sha256,
             "empty": result.empty,
             **stored,
