@@ -7,11 +7,17 @@ rejects, or a pod template the restricted profile would refuse, fails here and n
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.chart import NON_DEFAULT_VALUES, Helm, documents, helm_binary
+from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
+from tests.chart import NON_DEFAULT_VALUES, Helm, Manifest, documents, helm_binary
 from tests.plugins.kube import Kubectl
 
 pytestmark = pytest.mark.kube
@@ -105,3 +111,111 @@ def test_the_restricted_profile_really_is_enforced_here(
     )
     result = kubectl.run("apply", "--dry-run=server", "-f", "-", input=manifest, check=False)
     assert 'would violate PodSecurity "restricted:latest"' in result.stderr
+
+
+def installed(helm: Helm, kubectl: Kubectl, namespace: str) -> list[Manifest]:
+    """The chart applied for real, minus the operator Deployment and with the schedule suspended."""
+    rendered = documents(
+        helm.template_text({"schedule": {"suspend": True}}, namespace=namespace, release="cr")
+    )
+    objects = [doc for doc in rendered if doc["kind"] != "Deployment"]
+    kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(doc) for doc in objects))
+    kubectl("wait", "--for=condition=Established", "crd/catalogsyncs.catalogsync.io")
+    return rendered
+
+
+def create_run(
+    kubectl: Kubectl, plane: ControlPlane, namespace: str, account: str, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``catalogsync create-run`` as the CronJob's pod runs it, with ``account``'s token."""
+    token = kubectl("create", "token", account, "-n", namespace).strip()
+    kubeconfig = write_kubeconfig(
+        tmp_path / f"{account}.kubeconfig",
+        plane.server,
+        plane.admin.ca_file.read_bytes(),
+        user=account,
+        token=token,
+    )
+    template = "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: FetchOnly}\n"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "CATALOGSYNC_"))}
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("catalogsync")),
+            "create-run",
+            f"--namespace={namespace}",
+            "--log-format=text",
+        ],
+        env={
+            **clean,
+            "KUBECONFIG": str(kubeconfig),
+            "CATALOGSYNC_RUN_TEMPLATE": template,
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_create_run_is_idempotent_per_firing_under_the_scheduler_role(
+    helm: Helm, kubectl: Kubectl, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    installed(helm, kubectl, namespace)
+    cronjob = kubectl.json("get", "cronjob", "cr-catalogsync", "-n", namespace)
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "cr-catalogsync-29537400",
+            "annotations": {
+                "batch.kubernetes.io/cronjob-scheduled-timestamp": "2026-03-01T02:00:00Z"
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": "cr-catalogsync",
+                    "uid": cronjob["metadata"]["uid"],
+                }
+            ],
+        },
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "ghcr.io/catalogsync/catalogsync"}],
+                }
+            },
+        },
+    }
+    kubectl.apply(json.dumps(job), namespace)
+    account = "cr-catalogsync-scheduler"
+    job_env = {"JOB_NAME": "cr-catalogsync-29537400"}
+
+    first = create_run(kubectl, control_plane, namespace, account, tmp_path, **job_env)
+    retried = create_run(kubectl, control_plane, namespace, account, tmp_path, **job_env)
+
+    assert first.returncode == 0, first.stderr
+    assert "created CatalogSync" in first.stderr
+    assert retried.returncode == 0, retried.stderr
+    assert "already exists" in retried.stderr
+    (run,) = kubectl.json("get", "catalogsyncs", "-n", namespace)["items"]
+    assert run["metadata"]["name"] == "medipim-au-20260301-0200"
+    assert run["metadata"]["labels"] == {
+        "catalogsync.io/trigger": "scheduled",
+        "catalogsync.io/schedule": "cr-catalogsync",
+    }
+    assert run["spec"]["mode"] == "FetchOnly"
+
+
+def test_create_run_without_the_scheduler_role_fails_permanently_and_says_why(
+    helm: Helm, kubectl: Kubectl, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    installed(helm, kubectl, namespace)
+    refused = create_run(kubectl, control_plane, namespace, "cr-catalogsync-job", tmp_path)
+    assert refused.returncode == 2
+    assert "403" in refused.stderr
+    assert "scheduler Role" in refused.stderr
+    assert kubectl.json("get", "catalogsyncs", "-n", namespace)["items"] == []
