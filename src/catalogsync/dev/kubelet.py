@@ -658,6 +658,8 @@ class PodWorker:
         if self.stopping.is_set():
             return False
         policy = self.restart_policy
+        if run.init:  # init containers are retried on failure only, under Always too
+            return policy != "Never" and exit_code != 0
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
     async def _run_container(
