@@ -92,8 +92,8 @@ async def split_chunks(source: AsyncIterator[bytes], size: int) -> AsyncIterator
         yield flush()
 
 
-def reject_text(line: bytes) -> str:
-    return line[:REJECT_RAW_LIMIT].decode(errors="replace").replace("\x00", "\ufffd")
+def reject_text(line: bytes | memoryview) -> str:
+    return bytes(line[:REJECT_RAW_LIMIT]).decode(errors="replace").replace("\x00", "\ufffd")
 
 
 def prepare(chunk: RawChunk) -> Prepared:

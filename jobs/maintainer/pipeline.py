@@ -117,6 +117,7 @@ class Run:
         self.table_exists = True
         self.chunk_size = options.chunk_size
         self.resumed = False
+        self.slots = asyncio.Semaphore(1)
 
     async def _connect(self, role: str) -> asyncpg.Connection:
         try:
@@ -201,6 +202,10 @@ class Run:
                 if not opts.dry_run:
                     await self._record_failure(control, exc)
                 raise
+            if not opts.dry_run:
+                counts = self.progress.counts
+                written = counts["inserted"] + counts["updated"] + self.progress.deleted
+                await loader.analyze_if_grown(control, self.tables, written)
         finally:
             await control.close()
         summary = self.summary(complete)
@@ -245,6 +250,7 @@ class Run:
             "duplicates": counts["duplicates"],
             "undeleted": counts["undeleted"],
             "seconds": round(self.progress.timings.get("total", 0.0), 3),
+            "timings": {k: round(v, 3) for k, v in self.progress.timings.items()},
         }
 
     def _stored_summary(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,7 +275,10 @@ class Run:
 
     async def _apply_all(self, committed: set[int]) -> None:
         workers = 1 if self.options.dry_run else max(1, self.options.connections)
-        queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=1)
+        # At most one scanned chunk waits while each connection applies one: memory is a few
+        # chunks, whatever the size of the catalog.
+        self.slots = asyncio.Semaphore(workers + 1)
+        queue: asyncio.Queue[Prepared | None] = asyncio.Queue()
         connections = [await self._connect(f"{self.options.run_id} {i}") for i in range(workers)]
         try:
             if self.table_exists:
@@ -293,9 +302,16 @@ class Run:
     async def _produce(
         self, queue: asyncio.Queue[Prepared | None], committed: set[int], workers: int
     ) -> None:
-        async for raw in split_chunks(self.source, self.chunk_size):
+        chunks = split_chunks(self.source, self.chunk_size)
+        while True:
+            await self.slots.acquire()  # before reading: a chunk in hand is a chunk in memory
+            raw = await anext(chunks, None)
+            if raw is None:
+                self.slots.release()
+                break
             began = time.monotonic()
             prepared = await asyncio.to_thread(prepare, raw)
+            del raw
             self.progress.timings["scan"] += time.monotonic() - began
             if prepared.total is not None:
                 self.progress.total = prepared.total
@@ -304,13 +320,15 @@ class Run:
             ids = prepared.records.keys()
             if prepared.number in committed:
                 self.seen.update(ids)
+                self.slots.release()
                 continue
             prepared.earlier = {product_id for product_id in ids if product_id in self.seen}
             self.seen.update(ids)
             self.pending[prepared.number] = asyncio.Event()
-            await queue.put(prepared)
+            queue.put_nowait(prepared)
+            del prepared
         for _ in range(workers):
-            await queue.put(None)
+            queue.put_nowait(None)
 
     async def _work(self, conn: asyncpg.Connection, queue: asyncio.Queue[Prepared | None]) -> None:
         while (prepared := await queue.get()) is not None:
@@ -322,6 +340,8 @@ class Run:
                 await self._apply(conn, prepared)
             finally:
                 self.pending.pop(prepared.number).set()
+                self.slots.release()
+            del prepared
 
     def _check_invalid(self, reach: int, rejects: list[Reject], extra: int = 0) -> None:
         invalid = self.progress.counts["invalid"] + extra

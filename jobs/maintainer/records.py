@@ -3,11 +3,12 @@
 Two speeds. Most lines of a re-sync are unchanged, and for those only the product id and the
 content hash are needed, so :func:`scan` gets both from the bytes without decoding the JSON: the
 line is the wrapper ``{"meta":{"total":T,"index":I},"result":{...}}``, the product's first key is
-its ``id``, and the hash covers the ``result`` bytes with every ``"embedUrl":"..."`` pair cut out
-(a pre-signed URL that changes on every download). Only new or changed products are then decoded
-and mapped by :func:`to_row`. A line in any other layout (keys reordered, extra spaces) is decoded
-at once and hashed over its canonical form (sorted keys, ``meta.embedUrl`` left out); the two forms
-give different hashes for the same product, which at worst rewrites it once, never misses a change.
+its ``id``, and the hash covers the ``result`` bytes with the last ``"embedUrl":"..."`` pair cut
+out (``meta.embedUrl``, a pre-signed URL that changes on every download). Only new or changed
+products are then decoded and mapped by :func:`to_row`. A line in any other layout (keys
+reordered, extra spaces) is decoded at once and hashed over its canonical form (sorted keys,
+``meta.embedUrl`` left out); the two forms give different hashes for the same product, which at
+worst rewrites it once, never misses a change.
 
 Mapping is lenient, because the feed's types drift from its documentation: names arrive localized
 (``{"en": ...}``) or plain, codes as strings, numbers or arrays, fields go missing. Only a line
@@ -28,8 +29,9 @@ WRAPPER = re.compile(
     rb'\{\s*"meta"\s*:\s*\{\s*"total"\s*:\s*(\d+)\s*,\s*"index"\s*:\s*(\d+)\s*\}\s*,\s*"result"\s*:\s*'
 )
 FIRST_ID = re.compile(rb'\{\s*"id"\s*:\s*"([^"\\]{1,200})"')
-EMBED_URL = re.compile(rb'"embedUrl"\s*:\s*"(?:[^"\\]|\\.)*"')
-TAIL = re.compile(rb"\}\s*$")
+EMBED_URL = re.compile(rb'"embedUrl"\s*:\s*"[^"\\]*(?:\\.[^"\\]*)*"')
+EMBED_KEY = b'"embedUrl"'
+CLOSE = ord("}")
 
 COLUMNS: tuple[str, ...] = (
     "id",
@@ -62,15 +64,41 @@ class Scanned:
 
     id: str
     hash: bytes
-    body: bytes
-    """The ``result`` object's JSON text, byte for byte as received (stored as ``raw``)."""
+    line: bytes
+    start: int
+    stop: int
     total: int | None = None
     index: int | None = None
     product: dict[str, Any] | None = None
 
+    @property
+    def body(self) -> memoryview:
+        """The ``result`` object's JSON text, byte for byte as received (stored as ``raw``).
+
+        A view, not a copy: a chunk's rows point into its lines until they are written.
+        """
+        return memoryview(self.line)[self.start : self.stop]
+
 
 def digest(data: bytes) -> bytes:
     return xxhash.xxh3_128_digest(data)
+
+
+def content_hash(line: bytes, start: int, stop: int) -> bytes:
+    """xxh3-128 of ``line[start:stop]`` with the product's ``"embedUrl":"..."`` pair cut out.
+
+    The pair is looked for from the end, where MediPim puts the product's ``meta``, and the two
+    pieces around it are hashed through a memoryview, so the line is neither copied nor scanned
+    twice.
+    """
+    view = memoryview(line)
+    at = line.rfind(EMBED_KEY, start, stop)
+    pair = EMBED_URL.match(line, at, stop) if at >= 0 else None
+    if pair is None:
+        return xxhash.xxh3_128_digest(view[start:stop])
+    state = xxhash.xxh3_128(view[start:at])
+    state.update(view[pair.end() : stop])
+    return state.digest()
 
 
 def scan(line: bytes) -> Scanned:
@@ -80,15 +108,17 @@ def scan(line: bytes) -> Scanned:
     """
     wrapper = WRAPPER.match(line)
     if wrapper is not None:
-        tail = TAIL.search(line, wrapper.end())
-        if tail is not None:
-            body = line[wrapper.end() : tail.start()]
-            first = FIRST_ID.match(body)
+        start = wrapper.end()
+        stop = len(line.rstrip()) - 1
+        if stop > start and line[stop] == CLOSE:
+            first = FIRST_ID.match(line, start)
             if first is not None:
                 return Scanned(
                     id=first.group(1).decode(),
-                    hash=digest(EMBED_URL.sub(b"", body)),
-                    body=body,
+                    hash=content_hash(line, start, stop),
+                    line=line,
+                    start=start,
+                    stop=stop,
                     total=int(wrapper.group(1)),
                     index=int(wrapper.group(2)),
                 )
@@ -103,10 +133,13 @@ def scan_decoded(line: bytes) -> Scanned:
         canonical = {**product, "meta": {k: v for k, v in meta.items() if k != "embedUrl"}}
     else:
         canonical = product
+    body = orjson.dumps(product)
     return Scanned(
         id=product["id"],
         hash=digest(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)),
-        body=orjson.dumps(product),
+        line=body,
+        start=0,
+        stop=len(body),
         total=total,
         index=index,
         product=product,
@@ -136,7 +169,11 @@ def decode(line: bytes) -> tuple[dict[str, Any], int | None, int | None]:
 
 
 def to_row(scanned: Scanned) -> tuple[Any, ...]:
-    """The :data:`COLUMNS` values of a scanned line, decoding its body if not done yet."""
+    """The :data:`COLUMNS` values of a scanned line, decoding its body if not done yet.
+
+    ``raw`` is the JSON text as a bytes-like object, for the binary ``jsonb`` codec the loader
+    installs.
+    """
     product = scanned.product
     body = scanned.body
     if product is None:
@@ -147,10 +184,11 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
         if not isinstance(parsed, dict):
             raise InvalidLine("no 'result' object")
         product = parsed
-    if b"\\u0000" in body:
+    raw: bytes | memoryview = body
+    if scanned.line.find(b"\\u0000", scanned.start, scanned.stop) >= 0:
         # PostgreSQL's text and jsonb cannot hold NUL; keep the rest of the product.
-        product = orjson.loads(body.replace(b"\\u0000", b"\\ufffd"))
-        body = orjson.dumps(product)
+        product = orjson.loads(bytes(body).replace(b"\\u0000", b"\\ufffd"))
+        raw = orjson.dumps(product)
     meta = product.get("meta")
     meta = meta if isinstance(meta, dict) else {}
     return (
@@ -168,7 +206,7 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
         gs1_category(product.get("gs1Category")),
         timestamp(meta.get("createdAt")),
         timestamp(meta.get("updatedAt")),
-        body.decode(),
+        raw,
         scanned.hash,
     )
 
