@@ -53,9 +53,12 @@ class Helm:
             "HELM_DATA_HOME": str(home / "data"),
         }
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(self.binary), *args],
+            input=input,
             capture_output=True,
             text=True,
             env=self.env,
@@ -74,31 +77,12 @@ class Helm:
         *,
         namespace: str = "catalogsync",
         release: str = "cs",
-        values_file: Path | None = None,
     ) -> str:
+        """``helm template`` of the chart; ``values`` go in as one values file."""
         args = ["template", release, str(CHART), "--namespace", namespace]
-        if values_file is not None:
-            args += ["--values", str(values_file)]
-        if values:
-            args += ["--values", "-"]
-            return self._with_stdin(args, yaml.safe_dump(dict(values)))
-        return self.run(*args).stdout
-
-    def _with_stdin(self, args: list[str], text: str) -> str:
-        result = subprocess.run(
-            [str(self.binary), *args],
-            input=text,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(
-                f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-            )
-        return result.stdout
+        if not values:
+            return self.run(*args).stdout
+        return self.run(*args, "--values", "-", input=yaml.safe_dump(dict(values))).stdout
 
     def template(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Manifest]:
         return documents(self.template_text(values, **kwargs))
