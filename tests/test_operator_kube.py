@@ -537,6 +537,18 @@ async def test_the_operator_works_with_only_its_documented_permissions(
                        "namespace": cluster.namespace}]},
     ]  # fmt: skip
     cluster.kubectl.apply(yaml.safe_dump_all(documents), cluster.namespace)
+    # The API server's RBAC cache learns of new bindings through a watch; starting before it has
+    # would turn that lag into spurious "Forbidden" lines in the operator's log.
+    account = f"system:serviceaccount:{cluster.namespace}:operator"
+
+    def bound() -> bool:
+        answer = cluster.kubectl.run(
+            "auth", "can-i", "watch", "catalogsyncs.catalogsync.io", "--as", account,
+            "-n", cluster.namespace, check=False,
+        )  # fmt: skip
+        return answer.stdout.strip() == "yes"
+
+    await until(bound, 30, "the operator's RoleBinding to take effect")
     token = cluster.kubectl("create", "token", "operator", "-n", cluster.namespace).strip()
     kubeconfig = write_kubeconfig(
         tmp_path / "operator.kubeconfig",
