@@ -14,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy/helm/catalogsync"
 CRD_SOURCE = ROOT / "deploy/crds/catalogsync.io_catalogsyncs.yaml"
+KIND_VALUES = ROOT / "deploy/examples/kind-values.yaml"
 
 Manifest = dict[str, Any]
 

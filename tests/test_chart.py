@@ -19,6 +19,7 @@ from catalogsync.operator.settings import OperatorSettings, default_fetcher, def
 from tests.chart import (
     CHART,
     CRD_SOURCE,
+    KIND_VALUES,
     NON_DEFAULT_VALUES,
     ROOT,
     Helm,
@@ -69,6 +70,20 @@ def test_lint_strict_with_default_and_non_default_values(helm: Helm, tmp_path: P
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(NON_DEFAULT_VALUES))
     helm.run("lint", "--strict", str(CHART), "--values", str(values))
+    helm.run("lint", "--strict", str(CHART), "--values", str(KIND_VALUES))
+
+
+def test_kind_example_runs_the_maintainer_anywhere_with_a_local_image(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = yaml.safe_load(KIND_VALUES.read_text())
+    for name, value in config_env(helm.template(values)).items():
+        monkeypatch.setenv(name, value)
+    settings = load(OperatorSettings)
+    assert settings.image_pull_policy == "Never"
+    assert settings.maintainer.node_selector == {}
+    assert settings.maintainer.tolerations == []
+    assert settings.maintainer.resources["limits"] == {"memory": "1Gi"}
 
 
 @pytest.mark.parametrize(
