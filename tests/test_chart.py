@@ -249,6 +249,7 @@ def test_operator_gets_exactly_the_verbs_its_code_uses(default: list[Manifest]) 
             for v in ("get", "list", "watch", "patch", "delete")
         ),
         ("catalogsync.io", "catalogsyncs/status", "patch"),
+        ("catalogsync.io", "catalogsyncs/finalizers", "update"),
         *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")),
         ("", "pods", "list"),
         ("", "pods", "watch"),
