@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 import pytest
 
 from catalogsync.common.errors import ExitCode, InvalidDataError, PermanentError, TransientError
+from catalogsync.common.progress import Snapshot
 from catalogsync.maintainer.deletes import TooManyDeletes
 from catalogsync.maintainer.main import file_source
 from catalogsync.maintainer.pipeline import Options, TooManyInvalid, maintain
@@ -544,3 +546,31 @@ async def test_cli_reads_the_run_object_from_storage(pg_dsn: str, tmp_path: Path
     _, stderr = await asyncio.to_thread(missing.communicate, timeout=120)
     assert missing.returncode == ExitCode.PERMANENT
     assert b"absent.ndjson" in stderr
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.updates: list[Snapshot] = []
+        self.finished: list[tuple[Snapshot, Mapping[str, Any]]] = []
+
+    async def update(self, snapshot: Snapshot) -> None:
+        self.updates.append(snapshot)
+
+    async def finish(self, snapshot: Snapshot, summary: Mapping[str, Any]) -> None:
+        self.finished.append((snapshot, summary))
+
+
+async def test_progress_uses_the_status_field_names(pg_dsn: str, tmp_path: Path) -> None:
+    path = data.write(tmp_path / "c.ndjson", catalog(450))
+    opts = Options(table="products", run_id="p", object_key="c", chunk_size=100, connections=1)
+    recorder = Recorder()
+    await maintain(pg_dsn, file_source(path), opts, recorder)
+    names = {"total", "processed", "inserted", "updated", "skipped", "deleted", "invalid"}
+    assert [s.counts["chunksDone"] for s in recorder.updates] == [1, 2, 3, 4, 5]
+    assert all(set(s.counts) == {*names, "chunksDone"} for s in recorder.updates)
+    assert [s.done for s in recorder.updates] == [100, 200, 300, 400, 450]
+    assert {(s.stage, s.total, s.unit) for s in recorder.updates} == {
+        ("maintainer", 450, "products")
+    }
+    [(last, summary)] = recorder.finished
+    assert last.counts["inserted"] == summary["inserted"] == 450

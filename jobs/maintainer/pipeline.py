@@ -206,6 +206,11 @@ class Run:
                 counts = self.progress.counts
                 written = counts["inserted"] + counts["updated"] + self.progress.deleted
                 await loader.analyze_if_grown(control, self.tables, written)
+        except BaseException:
+            # The counts so far still reach the status (and a progress bar is closed).
+            with contextlib.suppress(Exception):
+                await self.reporter.finish(self.progress.snapshot(), self.summary(False))
+            raise
         finally:
             await control.close()
         summary = self.summary(complete)
