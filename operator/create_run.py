@@ -198,20 +198,32 @@ def current_namespace(explicit: str | None) -> str:
     return "default"
 
 
+async def _read_job(api: Any, name: str, namespace: str) -> dict[str, Any]:
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        found = await client.BatchV1Api(api).read_namespaced_job(name, namespace)
+    except ApiException as exc:
+        raise _api_error(exc, f"reading Job {namespace}/{name}") from None
+    job: dict[str, Any] = api.sanitize_for_serialization(found)
+    return job
+
+
 async def _create(args: argparse.Namespace) -> str:
     from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
     template = parse_template(*read_template(args.template, os.environ))
-    namespace = current_namespace(args.namespace)
+    own_namespace = current_namespace(args.job_namespace)
+    namespace = args.namespace or own_namespace
+    if args.dry_run and not args.job_name:
+        firing = firing_from_job(None, datetime.now(UTC))
+        body = build_run(template, firing, run_name(args.prefix, firing), namespace)
+        yaml.safe_dump(body, sys.stdout, sort_keys=False)
+        return str(body["metadata"]["name"])
     async with await api_client() as api:
-        job: dict[str, Any] | None = None
-        if args.job_name:
-            try:
-                found = await client.BatchV1Api(api).read_namespaced_job(args.job_name, namespace)
-            except ApiException as exc:
-                raise _api_error(exc, f"reading Job {namespace}/{args.job_name}") from None
-            job = api.sanitize_for_serialization(found)
+        job = await _read_job(api, args.job_name, own_namespace) if args.job_name else None
         firing = firing_from_job(job, datetime.now(UTC))
         name = run_name(args.prefix, firing)
         body = build_run(template, firing, name, namespace)
@@ -275,14 +287,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--namespace",
-        default=os.environ.get("POD_NAMESPACE"),
-        help="namespace for the run (env POD_NAMESPACE; default: the pod's own namespace)",
+        help="namespace to create the run in (default: the namespace of the Job)",
     )
     p.add_argument(
         "--job-name",
         default=os.environ.get("JOB_NAME") or None,
         help="the CronJob's Job this pod belongs to, for its scheduled time (env JOB_NAME); "
         "without it the run counts as manual",
+    )
+    p.add_argument(
+        "--job-namespace",
+        default=os.environ.get("POD_NAMESPACE") or None,
+        help="namespace of that Job (env POD_NAMESPACE; default: the pod's service account "
+        "namespace, else 'default')",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the CatalogSync instead of creating it"

@@ -336,6 +336,7 @@ def test_cronjob_defaults(default: list[Manifest]) -> None:
     assert env["JOB_NAME"] == {
         "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
     }
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["CATALOGSYNC_RUN_TEMPLATE"] == {
         "configMapKeyRef": {"name": "cs-catalogsync-run-template", "key": "run.yaml"}
     }

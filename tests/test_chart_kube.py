@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,55 +114,76 @@ def test_the_restricted_profile_really_is_enforced_here(
     assert 'would violate PodSecurity "restricted:latest"' in result.stderr
 
 
-def installed(helm: Helm, kubectl: Kubectl, namespace: str) -> list[Manifest]:
+def installed(
+    helm: Helm, kubectl: Kubectl, namespace: str, run_namespace: str | None = None
+) -> list[Manifest]:
     """The chart applied for real, minus the operator Deployment and with the schedule suspended."""
-    rendered = documents(
-        helm.template_text({"schedule": {"suspend": True}}, namespace=namespace, release="cr")
-    )
+    values: dict[str, Any] = {"schedule": {"suspend": True}}
+    if run_namespace:
+        values["schedule"]["runNamespace"] = run_namespace
+        values["operator"] = {"watchNamespaces": [run_namespace]}
+    rendered = documents(helm.template_text(values, namespace=namespace, release="cr"))
     objects = [doc for doc in rendered if doc["kind"] != "Deployment"]
     kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(doc) for doc in objects))
     kubectl("wait", "--for=condition=Established", "crd/catalogsyncs.catalogsync.io")
     return rendered
 
 
-def create_run(
-    kubectl: Kubectl, plane: ControlPlane, namespace: str, account: str, tmp_path: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """``catalogsync create-run`` as the CronJob's pod runs it, with ``account``'s token."""
-    token = kubectl("create", "token", account, "-n", namespace).strip()
-    kubeconfig = write_kubeconfig(
-        tmp_path / f"{account}.kubeconfig",
-        plane.server,
-        plane.admin.ca_file.read_bytes(),
-        user=account,
-        token=token,
-    )
-    template = "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: FetchOnly}\n"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "CATALOGSYNC_"))}
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("catalogsync")),
-            "create-run",
-            f"--namespace={namespace}",
-            "--log-format=text",
-        ],
-        env={
-            **clean,
-            "KUBECONFIG": str(kubeconfig),
-            "CATALOGSYNC_RUN_TEMPLATE": template,
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+class Creator:
+    """``catalogsync create-run`` as the CronJob's pod runs it, with a ServiceAccount's token."""
+
+    def __init__(self, kubectl: Kubectl, plane: ControlPlane, workdir: Path) -> None:
+        self.kubectl = kubectl
+        self.plane = plane
+        self.workdir = workdir
+
+    def run(
+        self, account: str, namespace: str, *, run_namespace: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        token = self.kubectl("create", "token", account, "-n", namespace).strip()
+        kubeconfig = write_kubeconfig(
+            self.workdir / f"{account}.kubeconfig",
+            self.plane.server,
+            self.plane.admin.ca_file.read_bytes(),
+            user=account,
+            token=token,
+        )
+        template = (
+            "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: FetchOnly}\n"
+        )
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "CATALOGSYNC_"))}
+        return subprocess.run(
+            [
+                str(Path(sys.executable).with_name("catalogsync")),
+                "create-run",
+                f"--namespace={run_namespace or namespace}",
+                "--log-format=text",
+            ],
+            env={
+                **clean,
+                "POD_NAMESPACE": namespace,
+                "KUBECONFIG": str(kubeconfig),
+                "CATALOGSYNC_RUN_TEMPLATE": template,
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture
+def creator(kubectl: Kubectl, control_plane: ControlPlane, tmp_path: Path) -> Creator:
+    return Creator(kubectl, control_plane, tmp_path)
 
 
 def test_create_run_is_idempotent_per_firing_under_the_scheduler_role(
-    helm: Helm, kubectl: Kubectl, control_plane: ControlPlane, namespace: str, tmp_path: Path
+    helm: Helm, creator: Creator, kubectl: Kubectl, restricted: str, second_namespace: str
 ) -> None:
-    installed(helm, kubectl, namespace)
+    """The Job lives in the release namespace, the run goes to ``schedule.runNamespace``."""
+    namespace = restricted
+    installed(helm, kubectl, namespace, run_namespace=second_namespace)
     cronjob = kubectl.json("get", "cronjob", "cr-catalogsync", "-n", namespace)
     job = {
         "apiVersion": "batch/v1",
@@ -194,14 +216,15 @@ def test_create_run_is_idempotent_per_firing_under_the_scheduler_role(
     account = "cr-catalogsync-scheduler"
     job_env = {"JOB_NAME": "cr-catalogsync-29537400"}
 
-    first = create_run(kubectl, control_plane, namespace, account, tmp_path, **job_env)
-    retried = create_run(kubectl, control_plane, namespace, account, tmp_path, **job_env)
+    first = creator.run(account, namespace, run_namespace=second_namespace, **job_env)
+    retried = creator.run(account, namespace, run_namespace=second_namespace, **job_env)
 
     assert first.returncode == 0, first.stderr
     assert "created CatalogSync" in first.stderr
     assert retried.returncode == 0, retried.stderr
     assert "already exists" in retried.stderr
-    (run,) = kubectl.json("get", "catalogsyncs", "-n", namespace)["items"]
+    assert kubectl.json("get", "catalogsyncs", "-n", namespace)["items"] == []
+    (run,) = kubectl.json("get", "catalogsyncs", "-n", second_namespace)["items"]
     assert run["metadata"]["name"] == "medipim-au-20260301-0200"
     assert run["metadata"]["labels"] == {
         "catalogsync.io/trigger": "scheduled",
@@ -211,10 +234,10 @@ def test_create_run_is_idempotent_per_firing_under_the_scheduler_role(
 
 
 def test_create_run_without_the_scheduler_role_fails_permanently_and_says_why(
-    helm: Helm, kubectl: Kubectl, control_plane: ControlPlane, namespace: str, tmp_path: Path
+    helm: Helm, creator: Creator, kubectl: Kubectl, namespace: str
 ) -> None:
     installed(helm, kubectl, namespace)
-    refused = create_run(kubectl, control_plane, namespace, "cr-catalogsync-job", tmp_path)
+    refused = creator.run("cr-catalogsync-job", namespace)
     assert refused.returncode == 2
     assert "403" in refused.stderr
     assert "scheduler Role" in refused.stderr

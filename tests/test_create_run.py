@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from catalogsync.common.errors import PermanentError
 from catalogsync.operator import create_run
@@ -172,3 +173,18 @@ def test_main_reports_a_missing_template_as_a_permanent_failure(
     monkeypatch.delenv(TEMPLATE_ENV, raising=False)
     assert create_run.main(["--template", str(tmp_path / "nope.yaml"), "--log-format", "text"]) == 2
     assert create_run.main(["--log-format", "text"]) == 2
+
+
+def test_dry_run_without_a_job_prints_the_run_and_needs_no_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("JOB_NAME", raising=False)
+    monkeypatch.setenv(TEMPLATE_ENV, "spec: {mode: MaintainOnly}\n")
+    argv = ["--dry-run", "--namespace", "sync", "--prefix", "nightly", "--log-format", "text"]
+    assert create_run.main(argv) == 0
+    body = yaml.safe_load(capsys.readouterr().out)
+    assert body["metadata"]["namespace"] == "sync"
+    assert body["metadata"]["name"].startswith("nightly-manual-")
+    assert body["metadata"]["labels"] == {"catalogsync.io/trigger": "manual"}
+    assert body["spec"] == {"mode": "MaintainOnly"}
