@@ -451,8 +451,7 @@ async def test_cli_writes_the_summary_to_the_termination_message(
     assert message["reason"] == "TooManyInvalidLines"
 
 
-async def _chunks_committed(dsn: str, run_id: str) -> int:
-    conn = await asyncpg.connect(dsn)
+async def _chunks_committed(conn: asyncpg.Connection, run_id: str) -> int:
     try:
         found = await conn.fetchval(
             "SELECT count(*) FROM catalogsync_chunks "
@@ -461,8 +460,6 @@ async def _chunks_committed(dsn: str, run_id: str) -> int:
         )
     except asyncpg.UndefinedTableError:
         return 0
-    finally:
-        await conn.close()
     return int(found)
 
 
@@ -477,7 +474,7 @@ async def test_killed_maintainer_resumes_to_the_same_table(pg_dsn: str, tmp_path
         await run(pg_dsn, seed_path, f"seed-{table}", table=table)
     reference = await run(pg_dsn, reference_path, "ref", table="reference", connections=2)
 
-    kill_after = random.Random().randint(1, 8)
+    kill_after = random.Random().randint(1, 6)
     fifo = tmp_path / "v2.ndjson"
     os.mkfifo(fifo)
     process = _cli(pg_dsn, tmp_path, "v2", fifo, MAINTAINER_CONNECTIONS="2")
@@ -488,18 +485,23 @@ async def test_killed_maintainer_resumes_to_the_same_table(pg_dsn: str, tmp_path
             for start in range(0, len(content), 4096):
                 pipe.write(content[start : start + 4096])
                 pipe.flush()
-                time.sleep(0.002)  # slow enough to be caught mid-run
+                time.sleep(0.005)  # slow enough to be caught mid-run
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    deadline = time.monotonic() + 60
-    while await _chunks_committed(pg_dsn, "v2") < kill_after and process.poll() is None:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(process.wait, 30)
-    await asyncio.to_thread(writer.join, 30)
-    committed = await _chunks_committed(pg_dsn, "v2")
+    watcher = await asyncpg.connect(pg_dsn)
+    try:
+        deadline = time.monotonic() + 60
+        while await _chunks_committed(watcher, "v2") < kill_after:
+            assert process.poll() is None, "the maintainer ended before it could be killed"
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 30)
+        await asyncio.to_thread(writer.join, 30)
+        committed = await _chunks_committed(watcher, "v2")
+    finally:
+        await watcher.close()
     assert process.returncode == -signal.SIGKILL
     assert kill_after <= committed < reference["chunksDone"], (kill_after, committed)
 
