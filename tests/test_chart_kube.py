@@ -19,7 +19,7 @@ import pytest
 
 from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
 from tests.chart import NON_DEFAULT_VALUES, Helm, Manifest, documents, helm_binary
-from tests.plugins.kube import Kubectl
+from tests.plugins.kube import Kubectl, wait_until
 
 pytestmark = pytest.mark.kube
 
@@ -126,6 +126,16 @@ def installed(
     objects = [doc for doc in rendered if doc["kind"] != "Deployment"]
     kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(doc) for doc in objects))
     kubectl("wait", "--for=condition=Established", "crd/catalogsyncs.catalogsync.io")
+    # RoleBindings reach the API server's authorizer through a watch: wait until in force.
+    scheduler = f"system:serviceaccount:{namespace}:cr-catalogsync-scheduler"
+    wait_until(
+        lambda: kubectl.run(
+            "auth", "can-i", "create", "catalogsyncs.catalogsync.io", "--as", scheduler,
+            "-n", run_namespace or namespace, check=False,
+        ).stdout.strip() == "yes",
+        timeout=30,
+        message="the scheduler's RoleBinding",
+    )  # fmt: skip
     return rendered
 
 
