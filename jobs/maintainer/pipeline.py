@@ -139,73 +139,22 @@ class Run:
 
     async def execute(self) -> dict[str, Any]:
         started = time.monotonic()
-        opts = self.options
-        control = await self._connect(f"{opts.run_id} control")
-        complete = False
+        control = await self._connect(f"{self.options.run_id} control")
         try:
             await runs.acquire_table_lock(control, self.tables)
-            if opts.dry_run:
-                self.table_exists = await table_exists(control, self.tables)
-                state = runs.RunState(chunk_size=opts.chunk_size)
-            else:
-                await migrate(control, self.tables)
-                state = await runs.begin_run(
-                    control,
-                    self.tables,
-                    opts.run_id,
-                    object_key=opts.object_key,
-                    object_size=opts.object_size,
-                    chunk_size=opts.chunk_size,
-                )
-                if state.status == "succeeded":
-                    log.info("run %s already succeeded; nothing to do", opts.run_id)
-                    return self._stored_summary(state.summary)
-                self.progress.counts.update(state.counts)
-                self.progress.chunks_done = len(state.committed)
-                self.chunk_size = state.chunk_size
-                self.resumed = state.resumed
+            state = await self._begin(control)
+            if state.status == "succeeded":
+                log.info("run %s already succeeded; nothing to do", self.options.run_id)
+                return self._stored_summary(state.summary)
             try:
                 await self._apply_all(state.committed)
                 complete = self._complete()
-                now = datetime.now(UTC)
                 self._check_invalid(self.progress.counts["processed"], [])
-                async with control.transaction():
-                    if opts.delete_missing and complete and self.table_exists:
-                        self.progress.deleted = await delete_missing(
-                            control,
-                            self.tables,
-                            self.seen,
-                            max_fraction=opts.max_delete_fraction,
-                            dry_run=opts.dry_run or not self.table_exists,
-                            now=now,
-                        )
-                    elif opts.delete_missing:
-                        log.warning(
-                            "not deleting missing products: the catalog is incomplete "
-                            "(last index %s of total %s)",
-                            self.progress.last_index,
-                            self.progress.total,
-                        )
-                    self.progress.timings["total"] = time.monotonic() - started
-                    if not opts.dry_run:
-                        await runs.finish_run(
-                            control,
-                            self.tables,
-                            opts.run_id,
-                            status="succeeded",
-                            total=self._total(),
-                            deleted=self.progress.deleted,
-                            complete=complete,
-                            timings=self.progress.timings,
-                        )
+                await self._finish(control, complete, started)
             except InvalidDataError as exc:
-                if not opts.dry_run:
+                if not self.options.dry_run:
                     await self._record_failure(control, exc)
                 raise
-            if not opts.dry_run:
-                counts = self.progress.counts
-                written = counts["inserted"] + counts["updated"] + self.progress.deleted
-                await loader.analyze_if_grown(control, self.tables, written)
         except BaseException:
             # The counts so far still reach the status (and a progress bar is closed).
             with contextlib.suppress(Exception):
@@ -216,6 +165,64 @@ class Run:
         summary = self.summary(complete)
         await self.reporter.finish(self.progress.snapshot(), summary)
         return summary
+
+    async def _begin(self, control: asyncpg.Connection) -> runs.RunState:
+        """Migrate and open (or resume) the run row; a dry run only looks at the table."""
+        opts = self.options
+        if opts.dry_run:
+            self.table_exists = await table_exists(control, self.tables)
+            return runs.RunState(chunk_size=opts.chunk_size)
+        await migrate(control, self.tables)
+        state = await runs.begin_run(
+            control,
+            self.tables,
+            opts.run_id,
+            object_key=opts.object_key,
+            object_size=opts.object_size,
+            chunk_size=opts.chunk_size,
+        )
+        self.progress.counts.update(state.counts)
+        self.progress.chunks_done = len(state.committed)
+        self.chunk_size = state.chunk_size
+        self.resumed = state.resumed
+        return state
+
+    async def _finish(self, control: asyncpg.Connection, complete: bool, started: float) -> None:
+        """Soft-delete what the catalog lost and close the run row, in one transaction."""
+        opts = self.options
+        async with control.transaction():
+            if opts.delete_missing and not complete:
+                log.warning(
+                    "not deleting missing products: the catalog is incomplete "
+                    "(last index %s of total %s)",
+                    self.progress.last_index,
+                    self.progress.total,
+                )
+            elif opts.delete_missing and self.table_exists:
+                self.progress.deleted = await delete_missing(
+                    control,
+                    self.tables,
+                    self.seen,
+                    max_fraction=opts.max_delete_fraction,
+                    dry_run=opts.dry_run,
+                    now=datetime.now(UTC),
+                )
+            self.progress.timings["total"] = time.monotonic() - started
+            if not opts.dry_run:
+                await runs.finish_run(
+                    control,
+                    self.tables,
+                    opts.run_id,
+                    status="succeeded",
+                    total=self._total(),
+                    deleted=self.progress.deleted,
+                    complete=complete,
+                    timings=self.progress.timings,
+                )
+        if not opts.dry_run:
+            counts = self.progress.counts
+            written = counts["inserted"] + counts["updated"] + self.progress.deleted
+            await loader.analyze_if_grown(control, self.tables, written)
 
     async def _record_failure(self, control: asyncpg.Connection, exc: InvalidDataError) -> None:
         with contextlib.suppress(asyncpg.PostgresError, OSError):
