@@ -33,9 +33,14 @@ log = logging.getLogger(__name__)
 Closer = Callable[[], Awaitable[None]]
 
 
-def kopf_settings() -> kopf.OperatorSettings:
-    """kopf's defaults, minus its own event chatter ("Handler ... succeeded")."""
+def kopf_settings(*, clusterwide: bool) -> kopf.OperatorSettings:
+    """kopf's defaults, minus its own event chatter ("Handler ... succeeded").
+
+    Watching namespaces only, the operator has no right to list CRDs or namespaces cluster-wide,
+    so kopf's scanning of them would only fill the log with refusals.
+    """
     settings = kopf.OperatorSettings()
+    settings.scanning.disabled = not clusterwide
     settings.posting.enabled = False  # the runtime posts the run's events itself
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.watching.server_timeout = 600

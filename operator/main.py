@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from catalogsync.common.config import load
 from catalogsync.common.errors import ExitCode, SyncError
+from catalogsync.common.kube import GROUP, VERSION, api_client
 from catalogsync.common.logs import LogFormat, setup_logging
 from catalogsync.operator.notify import Notifier, WebhookSettings
 from catalogsync.operator.runtime import FinishedHook, Runtime
@@ -72,6 +73,20 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
+async def crd_served(group: str = GROUP, version: str = VERSION) -> bool:
+    """Whether the API server serves CatalogSyncs (discovery is open to every identity)."""
+    from kubernetes_asyncio.client import ApiException, CustomObjectsApi
+
+    async with await api_client() as client:
+        try:
+            await CustomObjectsApi(client).get_api_resources(group, version)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+    return True
+
+
 async def serve(
     settings: OperatorSettings,
     namespaces: Sequence[str],
@@ -94,7 +109,7 @@ async def serve(
     handlers.register(registry, runtime, None if clusterwide else namespaces, closers)
     await kopf.operator(
         registry=registry,
-        settings=handlers.kopf_settings(),
+        settings=handlers.kopf_settings(clusterwide=clusterwide),
         standalone=True,
         clusterwide=clusterwide,
         namespaces=() if clusterwide else list(namespaces),
@@ -123,6 +138,15 @@ def main(argv: Sequence[str]) -> int:
         "operator starting",
         extra={"namespaces": "*" if clusterwide else ",".join(namespaces), "image": settings.image},
     )
+    if not clusterwide and not asyncio.run(crd_served()):
+        # Namespaced, the operator cannot watch for the CRD to appear (that needs cluster-wide
+        # RBAC), so it would never notice it later: exit and let the Deployment restart it.
+        log.error(
+            "the CatalogSync CRD is not installed: kubectl apply -f "
+            "deploy/crds/catalogsync.io_catalogsyncs.yaml (or install the chart with "
+            "crds.create=true)"
+        )
+        return int(ExitCode.TRANSIENT)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve(

@@ -568,15 +568,9 @@ async def test_the_operator_works_with_only_its_documented_permissions(
     pruned = [e for e in cluster.events() if e["reason"] == "HistoryPruned"]
     assert pruned
     assert "SyncSucceeded" in [e["reason"] for e in cluster.events()]
-    # kopf tries to observe CRDs and namespaces cluster-wide and carries on without them; any
-    # other refusal would be a permission missing from OPERATOR_RULES.
-    refused = [
-        line
-        for line in operator.logs().splitlines()
-        if "Forbidden" in line
-        and "customresourcedefinitions" not in line
-        and "/api/v1/namespaces ->" not in line
-    ]
+    # Any refusal would be a permission missing from OPERATOR_RULES (watching namespaces only,
+    # the operator does not try to scan CRDs or namespaces cluster-wide).
+    refused = [line for line in operator.logs().splitlines() if "Forbidden" in line]
     assert refused == []
 
 
@@ -638,3 +632,14 @@ def test_the_spec_is_immutable_except_cancel(kubectl: Kubectl, validation_namesp
         assert f"{field} is immutable" in result.stderr
     kubectl("patch", "csync", "frozen", "-n", validation_namespace, "--type=merge",
             "-p", '{"spec": {"cancel": true}}')  # fmt: skip
+
+
+async def test_a_missing_crd_is_noticed_before_kopf_starts(
+    crd: None, control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watching namespaces only, the operator exits when the CRD is absent instead of idling."""
+    from catalogsync.operator.main import crd_served
+
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    assert await crd_served()
+    assert not await crd_served("absent.catalogsync.io", "v1alpha1")
