@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from catalogsync.common.config import RunSettings
+from catalogsync.common.logs import terminal
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class LogReporter:
 class BarReporter:
     """A rich progress bar, for a person watching a terminal."""
 
+    SHOWN = ("inserted", "updated", "skipped", "deleted", "invalid", "downloads")
+    """Counts worth a glance while a stage runs; the rest are in the summary."""
+
     def __init__(self, description: str) -> None:
         from rich.progress import (
             BarColumn,
@@ -99,24 +103,40 @@ class BarReporter:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=30),
             TaskProgressColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn(
+                "{task.fields[detail]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
+            console=terminal(),
             transient=False,
         )
         self._task = self._progress.add_task(description, total=None, detail="")
         self._progress.start()
 
+    @classmethod
+    def detail(cls, snapshot: Snapshot) -> str:
+        shown = [f"{k} {v:,}" for k, v in snapshot.counts.items() if k in cls.SHOWN and v]
+        if snapshot.unit == "bytes" or "bytes" in snapshot.counts:
+            megabytes = int(snapshot.counts.get("bytes", snapshot.done)) / 1e6
+            shown.insert(0, f"{megabytes:,.1f} MB")
+        return "  ".join(shown)
+
     async def update(self, snapshot: Snapshot) -> None:
-        detail = "  ".join(f"{k}={v}" for k, v in snapshot.counts.items() if k not in ("total",))
         self._progress.update(
-            self._task, completed=snapshot.done, total=snapshot.total, detail=detail
+            self._task,
+            completed=snapshot.done,
+            total=snapshot.total,
+            detail=self.detail(snapshot),
+            description=f"{snapshot.stage} ({snapshot.unit})",
         )
 
     async def finish(self, snapshot: Snapshot, summary: Mapping[str, Any]) -> None:
