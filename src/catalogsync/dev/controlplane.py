@@ -42,12 +42,13 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from catalogsync.dev.service import Service
 
 BINARY_NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -489,7 +490,7 @@ def _insecure_context() -> ssl.SSLContext:
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(Service):
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler on loopback.
 
     Use as a context manager, or call ``start``/``stop``. ``admin`` is a system:masters user;
@@ -504,13 +505,6 @@ class ControlPlane:
     components: list[Component] = field(default_factory=list, init=False)
     _admin: ClusterAccess | None = field(default=None, init=False)
     _owns_workdir: bool = field(default=False, init=False)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def admin(self) -> ClusterAccess:
@@ -686,16 +680,9 @@ class ControlPlane:
     def _controller_manager_args(
         self, access: ClusterAccess, port: int, ca: CertificateAuthority, sa: KeyPair
     ) -> list[str]:
-        kubeconfig = str(access.kubeconfig)
         return [
             str(self.binaries.kube_controller_manager),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
-            f"--cert-dir={self._dir('kcm')}",
-            "--leader-elect=false",
+            *self._client_component_args(access, port, "kcm"),
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={sa.key}",
             f"--root-ca-file={ca.cert_file}",
@@ -703,21 +690,26 @@ class ControlPlane:
             f"--controllers={','.join(CONTROLLERS)}",
             "--kube-api-qps=200",
             "--kube-api-burst=400",
-            "--profiling=false",
-            "--v=1",
             *self.extra_controller_manager_args,
         ]
 
     def _scheduler_args(self, access: ClusterAccess, port: int) -> list[str]:
-        kubeconfig = str(access.kubeconfig)
         return [
             str(self.binaries.kube_scheduler),
+            *self._client_component_args(access, port, "scheduler"),
+        ]
+
+    def _client_component_args(self, access: ClusterAccess, port: int, cert_dir: str) -> list[str]:
+        """What the controller manager and the scheduler share: one identity for the API and for
+        checking callers of their own /healthz port, a single instance (no leader election)."""
+        kubeconfig = str(access.kubeconfig)
+        return [
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
-            f"--cert-dir={self._dir('scheduler')}",
+            f"--cert-dir={self._dir(cert_dir)}",
             "--leader-elect=false",
             "--profiling=false",
             "--v=1",

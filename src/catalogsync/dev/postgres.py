@@ -31,8 +31,9 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
+
+from catalogsync.dev.service import Service
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_USER = "nobody"
@@ -119,7 +120,7 @@ def _reachable_by_others(path: Path) -> bool:
     return True
 
 
-class LocalPostgres:
+class LocalPostgres(Service):
     """Start with ``with LocalPostgres() as pg:`` (or ``async with``); connect with ``pg.dsn``.
 
     ``settings`` are extra ``postgresql.conf`` values (``{"max_wal_size": "4GB"}``); the defaults
@@ -309,25 +310,3 @@ class LocalPostgres:
             shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
         atexit.unregister(self.stop)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

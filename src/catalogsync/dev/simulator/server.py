@@ -15,12 +15,12 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from catalogsync.dev.service import AsyncService
 from catalogsync.dev.simulator.catalog import Catalog
 from catalogsync.dev.simulator.faults import STREAM, Fault, Faults
 from catalogsync.dev.simulator.filters import (
@@ -70,7 +70,7 @@ class RateLimiter:
         self._log.clear()
 
 
-class SimulatorServer:
+class SimulatorServer(AsyncService):
     """A running simulator; see the module docstring and ``docs/testing.md``."""
 
     def __init__(
@@ -116,18 +116,6 @@ class SimulatorServer:
         self._retired: list[Catalog] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> SimulatorServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await asyncio.to_thread(self.catalog.snapshot)

@@ -28,10 +28,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import httpx
+
+from catalogsync.dev.service import AsyncService
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SERVER_SCRIPT = PACKAGE_DIR / "server.js"
@@ -149,7 +150,7 @@ class ServerStats:
     """TUS requests by "<METHOD> upload", including refused ones."""
 
 
-class StorageServer:
+class StorageServer(AsyncService):
     """One local storage server process; an async context manager that starts and stops it.
 
     ``port=0`` picks a free port on first start; :meth:`restart` reuses it and the same
@@ -293,18 +294,6 @@ class StorageServer:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:]) or "(empty)"
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- test hooks and admin calls ------------------------------------------------------------
 
