@@ -8,6 +8,7 @@ cache, so tests never read a cache left by another version of the generator.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -43,28 +44,21 @@ async def medipim_factory(medipim_cache: Path) -> AsyncIterator[MedipimFactory]:
     Catalog keywords (``seed``, ``products``, ``line_bytes``, ``version``, ``mutation``) or a ready
     ``catalog=``; every other keyword goes to ``SimulatorServer``. Servers stop after the test.
     """
-    servers: list[SimulatorServer] = []
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def make(catalog: Catalog | None = None, **options: Any) -> SimulatorServer:
-        if catalog is None:
-            params = {
-                key: options.pop(key)
-                for key in ("seed", "products", "line_bytes", "version", "mutation")
-                if key in options
-            }
-            params.setdefault("products", DEFAULT_PRODUCTS)
-            params.setdefault("line_bytes", DEFAULT_LINE_BYTES)
-            catalog = Catalog(**params, cache_dir=medipim_cache)
-        server = SimulatorServer(catalog, **options)
-        servers.append(server)
-        await server.start()
-        return server
+        async def make(catalog: Catalog | None = None, **options: Any) -> SimulatorServer:
+            if catalog is None:
+                params = {
+                    key: options.pop(key)
+                    for key in ("seed", "products", "line_bytes", "version", "mutation")
+                    if key in options
+                }
+                params.setdefault("products", DEFAULT_PRODUCTS)
+                params.setdefault("line_bytes", DEFAULT_LINE_BYTES)
+                catalog = Catalog(**params, cache_dir=medipim_cache)
+            return await servers.enter_async_context(SimulatorServer(catalog, **options))
 
-    try:
         yield make
-    finally:
-        for server in servers:
-            await server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -8,6 +8,8 @@ lifetime) or that stops and restarts the server gets a server of its own from
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,17 +36,11 @@ async def make_storage_server(tmp_path: Path) -> AsyncIterator[MakeStorageServer
     """``await make_storage_server(enforce_chunk_size=True, upload_expiry=1.0, ...)``: a started
     server of this test's own (StorageServer's keyword options; ``medipim-raw`` unless ``buckets``
     says otherwise), stopped after the test."""
-    servers: list[StorageServer] = []
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def make(**options: Any) -> StorageServer:
-        options.setdefault("buckets", [DEFAULT_BUCKET])
-        server = StorageServer(tmp_path / f"storage-{len(servers)}", **options)
-        servers.append(server)
-        await server.start()
-        return server
+        async def make(**options: Any) -> StorageServer:
+            options.setdefault("buckets", [DEFAULT_BUCKET])
+            directory = Path(tempfile.mkdtemp(prefix="storage-", dir=tmp_path))
+            return await servers.enter_async_context(StorageServer(directory, **options))
 
-    try:
         yield make
-    finally:
-        for server in servers:
-            await server.stop()
