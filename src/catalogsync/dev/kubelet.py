@@ -643,15 +643,7 @@ class PodWorker:
         """Deleted while waiting: the kubelet marks never-started containers as unknown."""
         for run in [*self.init_runs, *self.runs]:
             if run.terminated is None:
-                run.state = {
-                    "terminated": {
-                        "exitCode": OOM_EXIT_CODE,
-                        "reason": "ContainerStatusUnknown",
-                        "message": "The container could not be located when the pod was terminated",
-                        "startedAt": None,
-                        "finishedAt": now(),
-                    }
-                }
+                run.state = _never_started()
         await self.report("Failed", *self._terminal_reason())
 
     def _should_restart(self, run: ContainerRun, exit_code: int) -> bool:
@@ -688,15 +680,7 @@ class PodWorker:
 
     async def _run_once(self, run: ContainerRun, argv: list[str], env: dict[str, str]) -> int:
         if self.stopping.is_set():
-            run.state = {
-                "terminated": {
-                    "exitCode": OOM_EXIT_CODE,
-                    "reason": "ContainerStatusUnknown",
-                    "message": "The container could not be located when the pod was terminated",
-                    "startedAt": None,
-                    "finishedAt": now(),
-                }
-            }
+            run.state = _never_started()
             return OOM_EXIT_CODE
         termination_file = self.directory / f"{run.name}.termination-log"
         termination_file.write_bytes(b"")
@@ -827,6 +811,19 @@ class PodWorker:
                 _killpg(run.process.pid, signal.SIGKILL)
                 return
         raise LookupError(f"no running container {container or ''} in {self.namespace}/{self.name}")
+
+
+def _never_started() -> Obj:
+    """The state the kubelet reports for a container the pod's termination caught unstarted."""
+    return {
+        "terminated": {
+            "exitCode": OOM_EXIT_CODE,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+            "startedAt": None,
+            "finishedAt": now(),
+        }
+    }
 
 
 def _killpg(pid: int, sig: signal.Signals) -> None:
