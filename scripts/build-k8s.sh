@@ -59,8 +59,11 @@ jobs="${CATALOGSYNC_BUILD_JOBS:-$(nproc)}"
 staging="$(mktemp -d "$(dirname "$bin_dir")/.build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 
-build_date="$(cd "$tools" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" \
-  | sed -n 's/^[[:space:]]*"Time": "\(.*\)",$/\1/p')"
+# The release's commit time (from the module's .info file: `go mod download -json` of a version
+# that go.mod requires does not print it).
+info="$(cd "$tools" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" \
+  | sed -n 's/^[[:space:]]*"Info": "\(.*\)",$/\1/p')"
+build_date="$(sed -n 's/.*"Time": *"\([^"]*\)".*/\1/p' "$info")"
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
