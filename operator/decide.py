@@ -439,6 +439,15 @@ def decide(obs: Observation) -> Decision:
     return plan.succeed()
 
 
+def job_rejected(obs: Observation, stage: Stage, message: str) -> Decision:
+    """Fail the run whose Job the API server refused (RBAC, admission, quota, an invalid field).
+
+    The same manifest would be refused again on every reconcile, and a run left waiting would show
+    nobody why; the refusal itself names what to fix.
+    """
+    return _Plan(obs).fail(Failure(stage, "JobRejected", message))
+
+
 def is_running(body: Mapping[str, Any]) -> bool:
     """Whether the operator still has work on this CatalogSync."""
     return ((body.get("status") or {}).get("phase") or "") in ("", *RUNNING_PHASES)

@@ -2,8 +2,8 @@
 
 Every trigger (a new CR, an operator restart, a Job or Pod event, the CR's own status moving, the
 periodic resync) ends in :meth:`Runtime.reconcile`, which is serialised per CatalogSync and always
-starts from fresh reads of the API, never from the event that woke it. Order of effects: delete
-Jobs, create the Job, patch the status, post events, then (once per run) prune history and notify.
+starts from fresh reads of the API, never from the event that woke it. Order of effects: create
+the Job or delete Jobs, patch the status, post events, then (once per run) prune history and notify.
 A crash between two steps is repaired by the next reconcile, because :func:`decide` re-derives
 everything from what exists.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from catalogsync.operator.decide import (
     StageView,
     decide,
     is_running,
+    job_rejected,
 )
 from catalogsync.operator.jobs import RUN_LABEL, build_job, job_name
 from catalogsync.operator.settings import OperatorSettings
@@ -52,6 +54,24 @@ def _utcnow() -> dt.datetime:
 def _status_code(exc: BaseException) -> int | None:
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) else None
+
+
+REJECTED = (400, 403, 404, 422)
+"""Answers to a Job create that the same request would get again: fail the run, say why."""
+
+
+class JobRejected(Exception):
+    """The API server refused to create a Job; the message is its reason, for the run's status."""
+
+
+def _api_message(exc: BaseException) -> str:
+    """The ``message`` of a Kubernetes ``Status`` answer, else the HTTP reason."""
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or getattr(exc, "reason", "") or exc)
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -204,13 +224,18 @@ class Runtime:
                 secrets = await self.read_secrets(namespace, (k.secret for k in needed))
                 problems = credentials.problems(needed, secrets, namespace)
                 decision = decide(replace(obs, secret_problems=problems))
+            if decision.create is not None:
+                try:
+                    if not await self.create_job(run, decision.create):
+                        return  # a stranger holds the name; the next reconcile reports the wait
+                except JobRejected as exc:
+                    decision = job_rejected(obs, decision.create, str(exc))
             await self.apply(body, run, decision)
 
     async def apply(self, body: Mapping[str, Any], run: RunSpec, decision: Decision) -> None:
+        """Carry out a decision whose Job, if any, exists already."""
         for name in decision.delete:
             await self.delete_job(run.namespace, name)
-        if decision.create is not None and not await self.create_job(run, decision.create):
-            return  # a stranger holds the name; the next reconcile reports the wait
         current = body.get("status") or {}
         patch = changed(current, decision.status)
         if patch:
@@ -230,7 +255,10 @@ class Runtime:
             await self.notify(final)
 
     async def create_job(self, run: RunSpec, stage: Stage) -> bool:
-        """Create the stage's Job; False if its name belongs to another owner (409, not ours)."""
+        """Create the stage's Job; False if its name belongs to another owner (409, not ours).
+
+        Raises :class:`JobRejected` when the API server refuses the Job itself.
+        """
         _, batch, _ = self._apis
         manifest = build_job(run, stage, self.settings)
         name = manifest["metadata"]["name"]
@@ -239,7 +267,12 @@ class Runtime:
             log.info("created Job %s/%s", run.namespace, name, extra={"stage": stage})
             return True
         except Exception as exc:
-            if _status_code(exc) != 409:
+            status = _status_code(exc)
+            if status in REJECTED:
+                refusal = f"the API server refused Job {run.namespace}/{name}: {_api_message(exc)}"
+                log.warning("%s", refusal)
+                raise JobRejected(refusal) from None
+            if status != 409:
                 raise
         existing = await self._raw(
             batch.read_namespaced_job(name, run.namespace, _preload_content=False)

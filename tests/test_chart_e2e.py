@@ -358,3 +358,12 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     await until(refused, "the operator's 403 on creating the Job")
     jobs = kubectl.json("get", "jobs", "-n", ns)["items"]
     assert f"{manual_name}-fetcher" not in {j["metadata"]["name"] for j in jobs}
+
+    def ended() -> Manifest | None:
+        (run,) = runs(kubectl, ns, "catalogsync.io/trigger=manual")
+        return run if run.get("status", {}).get("phase") == "Failed" else None
+
+    # ... and the run says so rather than waiting for ever.
+    failure = (await until(ended, "the refused run to fail"))["status"]["failure"]
+    assert (failure["stage"], failure["reason"]) == ("fetcher", "JobRejected")
+    assert "forbidden" in failure["message"]

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from catalogsync.operator.decide import Decision, Observation, StageView, active_rival, decide
+from catalogsync.operator.decide import (
+    Decision,
+    Observation,
+    StageView,
+    active_rival,
+    decide,
+    job_rejected,
+)
 from catalogsync.operator.spec import Stage, resolve
 from catalogsync.operator.status import changed
 from tests.operator_objects import NOW, cr, job, pod, settings
@@ -359,6 +366,22 @@ def test_a_job_name_held_by_an_older_namesake_makes_the_run_wait() -> None:
     assert decision.create is None
     assert decision.status["phase"] == "Pending"
     assert "run-1-fetcher" in decision.status["message"]
+
+
+def test_a_job_the_api_server_refuses_fails_the_run_with_the_refusal() -> None:
+    refusal = 'jobs.batch "run-1-fetcher" is forbidden: exceeded quota: compute'
+    obs = observe(cr())
+    assert decide(obs).create == "fetcher"
+    decision = job_rejected(obs, "fetcher", refusal)
+    assert decision.create is None
+    assert decision.finished == "Failed"
+    assert decision.status["failure"] == {
+        "stage": "fetcher",
+        "reason": "JobRejected",
+        "message": refusal,
+    }
+    assert conditions(decision)["Succeeded"] == ("False", "JobRejected")
+    assert reasons(decision) == ["FetchFailed", "SyncFailed"]
 
 
 def apply(status: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
