@@ -19,6 +19,7 @@ from catalogsync.operator.failure import Failure
 from catalogsync.operator.jobs import job_name
 from catalogsync.operator.spec import RunSpec, Stage
 from catalogsync.operator.status import (
+    MAINTAINER_OUTCOMES,
     RUNNING_PHASES,
     TERMINAL_PHASES,
     condition,
@@ -42,16 +43,7 @@ JOB_CREATED_OF: dict[Stage, str] = {
 
 COUNT_FIELDS: dict[Stage, tuple[str, ...]] = {
     "fetcher": ("bytes", "records", "total", "object", "sha256", "downloads"),
-    "maintainer": (
-        "total",
-        "processed",
-        "inserted",
-        "updated",
-        "skipped",
-        "deleted",
-        "invalid",
-        "chunksDone",
-    ),
+    "maintainer": ("total", "processed", *MAINTAINER_OUTCOMES, "chunksDone"),
 }
 """The counts a stage's termination message may carry into ``status.<stage>``."""
 

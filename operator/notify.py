@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from catalogsync.operator.status import MAINTAINER_OUTCOMES, parse_time
+
 log = logging.getLogger(__name__)
 
 PAYLOAD_KIND = "CatalogSyncFinished"
@@ -42,16 +43,7 @@ TERMINAL_EVENTS = {
     "Skipped": "SyncSkipped",
 }
 FETCHER_COUNTS = ("records", "total", "bytes", "attempts", "object", "sha256")
-MAINTAINER_COUNTS = (
-    "total",
-    "processed",
-    "inserted",
-    "updated",
-    "skipped",
-    "deleted",
-    "invalid",
-    "attempts",
-)
+MAINTAINER_COUNTS = ("total", "processed", *MAINTAINER_OUTCOMES, "attempts")
 
 
 class WebhookSettings(BaseSettings):
@@ -71,12 +63,8 @@ class WebhookSettings(BaseSettings):
 
 
 def _seconds(start: str | None, end: str | None) -> int | None:
-    if not start or not end:
-        return None
-    try:
-        began = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
+    began, ended = parse_time(start), parse_time(end)
+    if began is None or ended is None:
         return None
     return max(0, round((ended - began).total_seconds()))
 
@@ -139,11 +127,7 @@ def summary_line(payload: Mapping[str, Any]) -> str:
         detail = f": {failure['message']}" if failure.get("message") else ""
         return f"{head}: {cause}{where}{detail}"
     counts = payload.get("maintainer") or {}
-    parts = [
-        f"{counts[k]} {k}"
-        for k in ("inserted", "updated", "skipped", "deleted", "invalid")
-        if k in counts
-    ]
+    parts = [f"{counts[k]} {k}" for k in MAINTAINER_OUTCOMES if k in counts]
     if parts:
         return f"{head}: " + ", ".join(parts)
     if payload.get("message"):
