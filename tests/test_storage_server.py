@@ -238,7 +238,7 @@ async def test_non_six_mib_chunks_refused_only_when_enforced(
 
 
 async def test_expired_upload_url_answers_410(make_storage_server: MakeStorageServer) -> None:
-    server = await make_storage_server(upload_expiry=1.0)
+    server = await make_storage_server(upload_expiry=2.0)
     async with server.client() as http:
         created = await create_upload(http, unique_key("late"), 10)
         assert "upload-expires" in created.headers
@@ -248,8 +248,12 @@ async def test_expired_upload_url_answers_410(make_storage_server: MakeStorageSe
         )
         assert first.status_code == 204
         assert "upload-expires" in first.headers
-        await asyncio.sleep(1.5)
-        head = await http.head(location, headers=TUS_HEADERS)
+        # The URL lives 2 s from its creation; poll for the expiry rather than guess a sleep.
+        for _ in range(100):
+            head = await http.head(location, headers=TUS_HEADERS)
+            if head.status_code != 200:
+                break
+            await asyncio.sleep(0.1)
         late = await http.patch(
             location, content=b"56789", headers={**PATCH_HEADERS, "Upload-Offset": "5"}
         )
