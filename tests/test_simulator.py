@@ -562,9 +562,11 @@ async def test_status_faults_answer_before_the_first_byte_for_n_requests(
 
 
 async def test_stall_goes_quiet_mid_stream(medipim: SimulatorServer) -> None:
-    medipim.faults.inject(Fault.stall(after_bytes=50_000, seconds=5.0))
+    medipim.faults.inject(Fault.stall(after_bytes=50_000, seconds=30.0))
     received = bytearray()
-    async with client(medipim, timeout=httpx.Timeout(10, read=0.5)) as http:
+    # The read timeout only has to tell the stall from a busy machine's pauses: keep it well
+    # above those and well below the stall.
+    async with client(medipim, timeout=httpx.Timeout(10, read=2.0)) as http:
         with pytest.raises(httpx.ReadTimeout):
             await read_stream(http, received)
     assert len(received) == 50_000
