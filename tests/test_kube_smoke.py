@@ -6,13 +6,17 @@ that the process kubelet runs as local processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from catalogsync.dev.controlplane import ControlPlane
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
 from tests.plugins.kube import Kubectl, wait_until
 
@@ -537,3 +541,19 @@ def test_remove_node_kills_its_processes_silently(
     nodes = kubectl.json("get", "nodes")["items"]
     assert [n["metadata"]["name"] for n in nodes] == ["node-a"]
     assert read_pod(kubectl, namespace, "doomed")["status"]["phase"] == "Running"
+
+
+def test_a_control_plane_that_cannot_start_leaves_nothing_running(
+    control_plane: ControlPlane,
+) -> None:
+    broken = dataclasses.replace(
+        control_plane.binaries, kube_apiserver=Path("/nonexistent/kube-apiserver")
+    )
+    plane = ControlPlane(binaries=broken)
+    before = set(psutil.Process().children(recursive=True))
+
+    with pytest.raises(FileNotFoundError):
+        plane.start()  # etcd is up by the time the apiserver fails to exec
+
+    assert set(psutil.Process().children(recursive=True)) - before == set()
+    assert plane.workdir is None

@@ -545,6 +545,9 @@ class ControlPlane(Service):
                 if attempt == attempts or "address already in use" not in str(exc):
                     self.stop()
                     raise
+            except BaseException:  # Ctrl-C, a binary that cannot exec: nothing may stay up
+                self.stop()
+                raise
 
     def _start_once(self) -> None:
         shutil.rmtree(self._dir("etcd"))  # a failed attempt leaves a member with other ports
