@@ -36,7 +36,8 @@ CATALOG_LABEL = "catalogsync.io/catalog"
 COMMANDS: dict[Stage, str] = {"fetcher": "fetch", "maintainer": "maintain"}
 SCRATCH_DIR = "/tmp"
 """An emptyDir: the only writable path, for the fetcher's spool file and every temp file."""
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_PATH: str = RunSettings.model_fields["termination_message_path"].default
+"""Where the jobs write their summary by default, so the Job need not set the variable."""
 
 
 def job_name(run_name: str, stage: Stage) -> str:

@@ -103,7 +103,8 @@ class OperatorSettings(BaseSettings):
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="CATALOGSYNC_NAMESPACES"
     )
-    """Namespaces to watch (comma-separated); empty with ``all_namespaces`` false: ``default``."""
+    """Namespaces to watch (comma-separated); with none and no ``all_namespaces`` the operator
+    refuses to start rather than guess."""
     all_namespaces: bool = Field(False, alias="CATALOGSYNC_ALL_NAMESPACES")
 
     image: str = Field("ghcr.io/catalogsync/catalogsync:0.1.0", alias="CATALOGSYNC_IMAGE")
