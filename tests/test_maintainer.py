@@ -451,66 +451,123 @@ async def test_cli_writes_the_summary_to_the_termination_message(
     assert message["reason"] == "TooManyInvalidLines"
 
 
-async def _chunks_committed(conn: asyncpg.Connection, run_id: str) -> int:
+async def _committed_chunks(conn: asyncpg.Connection, run_id: str) -> set[int]:
     try:
-        found = await conn.fetchval(
-            "SELECT count(*) FROM catalogsync_chunks "
+        found = await conn.fetch(
+            "SELECT chunk FROM catalogsync_chunks "
             "WHERE run_id = $1 AND table_name = 'public.products'",
             run_id,
         )
     except asyncpg.UndefinedTableError:
-        return 0
+        return set()
+    return {row["chunk"] for row in found}
+
+
+async def _blocked_by(conn: asyncpg.Connection, holder: asyncpg.Connection) -> int:
+    """How many sessions wait for a lock that ``holder`` holds."""
+    found = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        holder.get_server_pid(),
+    )
     return int(found)
 
 
+async def _maintainer_sessions(conn: asyncpg.Connection, run_id: str) -> int:
+    found = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
+        f"catalogsync-maintainer {run_id} %",
+    )
+    return int(found)
+
+
+def _interleaved_catalog() -> list[dict[str, Any]]:
+    """600 products over 600 earlier ones: every 100-line chunk of the first six has 50 stored
+    products (two thirds changed) and 50 new ones; then 400 new ones, and product 4 once more
+    (line 701, chunk 7) so that a duplicate spans chunks."""
+    stored, new = range(0, 600, 2), range(600, 1200, 2)
+    v2 = [data.product(n, version=n % 3) for pair in zip(stored, new, strict=True) for n in pair]
+    v2 += catalog(400, start=2000)
+    v2.insert(700, data.product(4, version=5))
+    return v2
+
+
 async def test_killed_maintainer_resumes_to_the_same_table(pg_dsn: str, tmp_path: Path) -> None:
-    base = catalog(600)
-    v2 = [data.product(n, version=n % 3) for n in range(0, 1200, 2)] + catalog(400, start=2000)
-    v2.insert(700, data.product(4, version=5))  # a duplicate across chunks
-    content = b"".join(line + b"\n" for line in data.lines(v2))
-    reference_path = data.write(tmp_path / "ref.ndjson", data.lines(v2))
+    """``kill -9`` with chunk ``k`` mid-transaction and chunk ``k + 1`` already committed.
+
+    No timing is involved: the maintainer reads the catalog from a pipe that holds only chunks
+    0 to ``k + 1`` (and one line more, so that chunk ``k + 1`` is complete), and a row that chunk
+    ``k`` rewrites is locked by the test. The run therefore stops in a known state, with chunk
+    ``k``'s inserts done but uncommitted, and is killed there; the rerun must end with the table
+    and the counts of an uninterrupted run.
+    """
+    base, v2 = catalog(600), _interleaved_catalog()
+    lines = data.lines(v2)
+    reference_path = data.write(tmp_path / "ref.ndjson", lines)
     seed_path = data.write(tmp_path / "base.ndjson", base)
     for table in ("products", "reference"):
         await run(pg_dsn, seed_path, f"seed-{table}", table=table)
     reference = await run(pg_dsn, reference_path, "ref", table="reference", connections=2)
 
-    kill_after = random.Random().randint(1, 6)
+    k = random.Random().randint(1, 5)
+    stored_in_k = range(k * 100, (k + 1) * 100, 2)  # lines k*100+1.. hold products n, 600 + n
+    locked = data.product_id(next(n for n in stored_in_k if n % 3))  # changed (version n % 3)
+    new_in_k = [data.product_id(600 + n) for n in stored_in_k]
+    sent = b"".join(line + b"\n" for line in lines[: (k + 2) * 100 + 1])
+
+    blocker = await asyncpg.connect(pg_dsn)
+    watcher = await asyncpg.connect(pg_dsn)
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute("SELECT 1 FROM public.products WHERE id = $1 FOR UPDATE", locked)
     fifo = tmp_path / "v2.ndjson"
     os.mkfifo(fifo)
     process = _cli(pg_dsn, tmp_path, "v2", fifo, MAINTAINER_CONNECTIONS="2")
+    killed = threading.Event()
 
     def feed() -> None:
-        # Writes block while the maintainer is not reading; killing the reader ends them.
+        # The pipe stays open until the kill, so the maintainer waits for more lines, not EOF.
         with contextlib.suppress(BrokenPipeError), fifo.open("wb") as pipe:
-            for start in range(0, len(content), 4096):
-                pipe.write(content[start : start + 4096])
-                pipe.flush()
-                time.sleep(0.005)  # slow enough to be caught mid-run
+            pipe.write(sent)
+            pipe.flush()
+            killed.wait(180)
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    watcher = await asyncpg.connect(pg_dsn)
     try:
-        deadline = time.monotonic() + 60
-        while await _chunks_committed(watcher, "v2") < kill_after:
-            assert process.poll() is None, "the maintainer ended before it could be killed"
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.002)
+        expected_chunks = {*range(k), k + 1}
+        deadline = time.monotonic() + 120
+        while (
+            await _committed_chunks(watcher, "v2") != expected_chunks
+            or await _blocked_by(watcher, blocker) == 0
+        ):
+            assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, await _committed_chunks(watcher, "v2")
+            await asyncio.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait, 30)
+        killed.set()
         await asyncio.to_thread(writer.join, 30)
-        committed = await _chunks_committed(watcher, "v2")
+        await lock.rollback()
+        while await _maintainer_sessions(watcher, "v2"):
+            assert time.monotonic() < deadline, "the killed maintainer's sessions linger"
+            await asyncio.sleep(0.02)
+        assert await _committed_chunks(watcher, "v2") == expected_chunks
+        present = await watcher.fetchval(
+            "SELECT count(*) FROM public.products WHERE id = ANY($1::text[])", new_in_k
+        )
+        assert present == 0, "chunk k's uncommitted inserts survived the kill"
     finally:
+        killed.set()
+        await blocker.close()
         await watcher.close()
     assert process.returncode == -signal.SIGKILL
-    assert kill_after <= committed < reference["chunksDone"], (kill_after, committed)
 
     fifo.unlink()
-    fifo.write_bytes(content)
+    fifo.write_bytes(b"".join(line + b"\n" for line in lines))
     resumed = await run(pg_dsn, fifo, "v2", connections=2)
     assert resumed["resumed"] is True
     for key in ("processed", "inserted", "updated", "skipped", "duplicates", "chunksDone"):
-        assert resumed[key] == reference[key], (key, kill_after)
+        assert resumed[key] == reference[key], (key, k)
 
     def comparable(table_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {k: (mapped(v), v["content_hash"], v["deleted_at"]) for k, v in table_rows.items()}

@@ -47,13 +47,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def file_source(path: Path, block: int = READ_SIZE) -> AsyncIterator[bytes]:
-    """A local file's bytes in blocks, read off the event loop."""
+    """A local file's bytes in blocks, read off the event loop.
+
+    ``read1`` hands over what one read returns: a whole block from a regular file, and from a
+    pipe (``--file /dev/stdin``) whatever has arrived, so chunks are applied as the data comes in
+    instead of once a full block has been buffered.
+    """
     try:
         handle = await asyncio.to_thread(path.open, "rb")
     except FileNotFoundError:
         raise PermanentError(f"no such file: {path}", reason="ObjectNotFound") from None
     try:
-        while data := await asyncio.to_thread(handle.read, block):
+        while data := await asyncio.to_thread(handle.read1, block):
             yield data
     finally:
         handle.close()
