@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from catalogsync.dev.storage_server import StorageServer
 from catalogsync.operator.settings import CPU_CLASS_LABEL, PERFORMANCE
 from tests.chart import Helm, Manifest, documents, helm_binary, one
 from tests.plugins.kube import Kubectl
+from tests.polling import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -43,20 +43,6 @@ T = TypeVar("T")
 RELEASE = "e2e"
 FULLNAME = "e2e-catalogsync"
 PRODUCTS = 2_000  # the medipim fixture's catalog, of which the active ones are synced
-
-
-async def until(
-    probe: Callable[[], T | None], message: str, within: float = 120.0, interval: float = 1.0
-) -> T:
-    """Poll a blocking ``probe`` off the event loop (the simulator serves from this loop)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(probe)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {message}")
-        await asyncio.sleep(interval)
 
 
 class OperatorProcess:

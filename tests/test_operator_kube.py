@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from catalogsync.dev.storage_server import StorageServer
 from catalogsync.operator.settings import CPU_CLASS_LABEL, PERFORMANCE
 from tests.plugins.kube import Kubectl
 from tests.plugins.medipim import MedipimFactory
+from tests.polling import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -60,18 +60,6 @@ metadata: {name: catalogsync-job}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: catalogsync-job}
 subjects: [{kind: ServiceAccount, name: catalogsync-job}]
 """
-
-
-async def until(probe: Callable[[], T | None], within: float = 90, message: str = "") -> T:
-    """Poll a blocking ``probe`` off the event loop (the simulator serves on it) until truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(probe)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {message}")
-        await asyncio.sleep(0.3)
 
 
 class Operator:
@@ -269,7 +257,7 @@ async def start(
     cluster.kubectl.apply(secrets, cluster.namespace)
     env = operator_env(control_plane, medipim, cluster.storage, **extra)
     operator = cluster.operator(env, tmp_path)
-    await until(operator.healthy, 60, "the operator's liveness endpoint")
+    await until(operator.healthy, "the operator's liveness endpoint", 60)
     return operator
 
 
@@ -297,7 +285,7 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
         statuses.append(status)
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
-    final = await until(watch, 180, "the first run to finish")
+    final = await until(watch, "the first run to finish", 180)
     assert final["phase"] == "Succeeded", (final, operator.logs()[-3000:])
 
     rows = [table.splitlines()[1].split() for table in tables if len(table.splitlines()) > 1]
@@ -369,7 +357,7 @@ async def test_rejected_credentials_fail_the_run_after_one_attempt(
          "stringData": {"apiKeyId": medipim.key_id, "apiKeySecret": "not-the-secret"}}),
         cluster.namespace)  # fmt: skip
     cluster.create_run("denied", {"source": {"credentialsSecret": "wrong-key"}})
-    status = await until(lambda: cluster.phase_is("denied", "Failed", "Succeeded"), 120, "denied")
+    status = await until(lambda: cluster.phase_is("denied", "Failed", "Succeeded"), "denied", 120)
     assert status["phase"] == "Failed"
     failure = status["failure"]
     assert failure["stage"] == "fetcher"
@@ -394,9 +382,9 @@ async def test_an_oom_killed_maintainer_fails_the_run_with_the_cause(
                 return name
         return None
 
-    pod = await until(maintainer_running, 120, "the maintainer pod to run")
+    pod = await until(maintainer_running, "the maintainer pod to run", 120)
     await asyncio.to_thread(cluster.nodes.oom_kill, cluster.namespace, pod)
-    status = await until(lambda: cluster.phase_is("hungry", "Failed", "Succeeded"), 90, "hungry")
+    status = await until(lambda: cluster.phase_is("hungry", "Failed", "Succeeded"), "hungry", 90)
     assert status["phase"] == "Failed"
     assert status["failure"]["reason"] == "OOMKilled"
     assert status["failure"]["stage"] == "maintainer"
@@ -414,9 +402,9 @@ async def test_a_busy_catalog_skips_new_runs_and_cancel_stops_the_active_one(
     medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=20_000)
     await start(cluster, control_plane, medipim, tmp_path)
     cluster.create_run("long", {})
-    await until(lambda: cluster.phase_is("long", "Fetching"), 60, "long to fetch")
+    await until(lambda: cluster.phase_is("long", "Fetching"), "long to fetch", 60)
     cluster.create_run("second", {})
-    status = await until(lambda: cluster.phase_is("second", "Skipped"), 60, "second skipped")
+    status = await until(lambda: cluster.phase_is("second", "Skipped"), "second skipped", 60)
     skipped = {c["type"]: c for c in status["conditions"]}["Skipped"]
     assert (skipped["status"], skipped["reason"]) == ("True", "ConcurrentRunActive")
     assert "long" in status["message"]
@@ -425,11 +413,11 @@ async def test_a_busy_catalog_skips_new_runs_and_cancel_stops_the_active_one(
 
     cluster.kubectl("patch", "csync", "long", "-n", cluster.namespace, "--type=merge",
                     "-p", '{"spec": {"cancel": true}}')  # fmt: skip
-    status = await until(lambda: cluster.phase_is("long", "Cancelled"), 60, "long cancelled")
+    status = await until(lambda: cluster.phase_is("long", "Cancelled"), "long cancelled", 60)
     assert status["completionTime"]
     assert "SyncCancelled" in cluster.event_reasons("long")
-    await until(lambda: not cluster.items("jobs", "catalogsync.io/run=long"), 60, "Job deleted")
-    await until(lambda: not cluster.items("pods", "catalogsync.io/run=long"), 60, "pods deleted")
+    await until(lambda: not cluster.items("jobs", "catalogsync.io/run=long"), "Job deleted", 60)
+    await until(lambda: not cluster.items("pods", "catalogsync.io/run=long"), "pods deleted", 60)
 
 
 async def test_an_operator_killed_mid_run_reattaches_without_duplicates(
@@ -438,11 +426,11 @@ async def test_an_operator_killed_mid_run_reattaches_without_duplicates(
     medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=60_000)
     operator = await start(cluster, control_plane, medipim, tmp_path)
     cluster.create_run("steady", {})
-    await until(lambda: cluster.phase_is("steady", "Fetching"), 60, "steady to fetch")
+    await until(lambda: cluster.phase_is("steady", "Fetching"), "steady to fetch", 60)
     operator.kill()
     await asyncio.sleep(2)
     operator.start()
-    status = await until(lambda: cluster.phase_is("steady", "Succeeded", "Failed"), 180, "end")
+    status = await until(lambda: cluster.phase_is("steady", "Succeeded", "Failed"), "end", 180)
     assert status["phase"] == "Succeeded", operator.logs()[-3000:]
     assert job_names(cluster) == ["steady-fetcher", "steady-maintainer"]
     stages = sorted(p["metadata"]["labels"]["catalogsync.io/stage"] for p in cluster.items("pods"))
@@ -458,11 +446,11 @@ async def test_deleting_a_run_deletes_its_jobs_and_pods(
     medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=20_000)
     await start(cluster, control_plane, medipim, tmp_path)
     cluster.create_run("doomed", {})
-    await until(lambda: cluster.items("pods", "catalogsync.io/run=doomed"), 60, "a pod")
+    await until(lambda: cluster.items("pods", "catalogsync.io/run=doomed"), "a pod", 60)
     cluster.kubectl("delete", "csync", "doomed", "-n", cluster.namespace, "--wait=true",
                     "--timeout=30s")  # fmt: skip
-    await until(lambda: not cluster.items("jobs"), 60, "the Job to be collected")
-    await until(lambda: not cluster.items("pods"), 60, "the pods to be collected")
+    await until(lambda: not cluster.items("jobs"), "the Job to be collected", 60)
+    await until(lambda: not cluster.items("pods"), "the pods to be collected", 60)
 
 
 async def test_a_missing_secret_fails_the_run_before_any_job(
@@ -470,7 +458,7 @@ async def test_a_missing_secret_fails_the_run_before_any_job(
 ) -> None:
     operator = await start(cluster, control_plane, medipim, tmp_path)
     cluster.create_run("nokey", {"database": {"credentialsSecret": "no-such-secret"}})
-    status = await until(lambda: cluster.phase_is("nokey", "Failed"), 60, "nokey to fail")
+    status = await until(lambda: cluster.phase_is("nokey", "Failed"), "nokey to fail", 60)
     assert status["failure"]["reason"] == "SecretNotFound"
     assert "no-such-secret" in status["failure"]["message"]
     assert "'url'" in status["failure"]["message"]
@@ -489,18 +477,18 @@ async def test_history_is_pruned_to_the_limits(
     for name in ("ok-1", "ok-2"):
         cluster.create_run(name, {"mode": "FetchOnly"})
         ended = functools.partial(cluster.phase_is, name, "Succeeded", "Failed")
-        status = await until(ended, 90, name)
+        status = await until(ended, name, 90)
         assert status["phase"] == "Succeeded"
     for name in ("bad-1", "bad-2"):
         cluster.create_run(name, {"source": {"credentialsSecret": "absent"}})
-        await until(functools.partial(cluster.phase_is, name, "Failed"), 60, name)
+        await until(functools.partial(cluster.phase_is, name, "Failed"), name, 60)
 
     def remaining() -> list[str] | None:
         names = sorted(run["metadata"]["name"] for run in cluster.items("catalogsyncs"))
         return names if names == ["bad-2", "ok-2"] else None
 
-    await until(remaining, 60, "history pruned to ok-2 and bad-2")
-    await until(lambda: job_names(cluster) == ["ok-2-fetcher"], 60, "ok-1's Job collected")
+    await until(remaining, "history pruned to ok-2 and bad-2", 60)
+    await until(lambda: job_names(cluster) == ["ok-2-fetcher"], "ok-1's Job collected", 60)
     pruned = [e for e in cluster.events() if e["reason"] == "HistoryPruned"]
     assert any("ok-1" in e["message"] for e in pruned)
     assert any("bad-1" in e["message"] for e in pruned)
@@ -548,7 +536,7 @@ async def test_the_operator_works_with_only_its_documented_permissions(
         )  # fmt: skip
         return answer.stdout.strip() == "yes"
 
-    await until(bound, 30, "the operator's RoleBinding to take effect")
+    await until(bound, "the operator's RoleBinding to take effect", 30)
     token = cluster.kubectl("create", "token", "operator", "-n", cluster.namespace).strip()
     kubeconfig = write_kubeconfig(
         tmp_path / "operator.kubeconfig",
@@ -562,9 +550,9 @@ async def test_the_operator_works_with_only_its_documented_permissions(
                            KUBECONFIG=str(kubeconfig),
                            CATALOGSYNC_SUCCESSFUL_RUNS_HISTORY_LIMIT="0")  # fmt: skip
     cluster.create_run("limited", {})
-    await until(lambda: cluster.phase_is("limited", "Maintaining"), 120, "limited to maintain")
+    await until(lambda: cluster.phase_is("limited", "Maintaining"), "limited to maintain", 120)
     # A successful run with a history limit of 0 is pruned as soon as it ends.
-    await until(lambda: not cluster.run("limited"), 120, "limited to finish and be pruned")
+    await until(lambda: not cluster.run("limited"), "limited to finish and be pruned", 120)
     pruned = [e for e in cluster.events() if e["reason"] == "HistoryPruned"]
     assert pruned
     assert "SyncSucceeded" in [e["reason"] for e in cluster.events()]
