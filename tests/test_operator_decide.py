@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -431,5 +431,15 @@ def test_reconciling_converges_without_repeating_events() -> None:
 
 
 def test_a_decision_only_reads_what_it_is_given() -> None:
-    obs = observe(cr())
-    assert decide(obs) == decide(dataclasses.replace(obs))
+    """The runtime applies a decision against the body it observed, so deciding must leave that
+    body as it was, and give the same answer for the same observation."""
+    obs = observe(
+        cr(status=running_status("maintainer")),
+        fetcher=succeeded_fetcher(),
+        maintainer=oom_maintainer(failed=True),
+    )
+    before = copy.deepcopy(obs)
+    first = decide(obs)
+    assert first.status
+    assert obs == before
+    assert decide(copy.deepcopy(obs)) == first
