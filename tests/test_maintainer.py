@@ -362,6 +362,31 @@ async def test_original_table_is_upgraded_in_place(pg_dsn: str, tmp_path: Path) 
         await conn.close()
 
 
+async def test_dry_run_on_the_original_table_counts_and_changes_nothing(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(ORIGINAL_TABLE)
+        await conn.execute(
+            """INSERT INTO public.products (id, name, raw)
+               SELECT 'M' || lpad(upper(to_hex(n)), 9, '0'), 'stale ' || n, '{}'
+               FROM generate_series(0, 119) n"""
+        )
+        before = await conn.fetch("SELECT *, xmin::text AS x FROM public.products ORDER BY id")
+        path = data.write(tmp_path / "c.ndjson", catalog(150, start=10))
+        summary = await run(
+            pg_dsn, path, "dry", dry_run=True, delete_missing=True, max_delete_fraction=1
+        )
+        # Stored rows have no content hash yet: the first real run rewrites each of them once.
+        assert (summary["updated"], summary["inserted"], summary["deleted"]) == (110, 40, 10)
+        after = await conn.fetch("SELECT *, xmin::text AS x FROM public.products ORDER BY id")
+        assert after == before
+        assert await conn.fetchval("SELECT to_regclass('public.catalogsync_runs')") is None
+    finally:
+        await conn.close()
+
+
 async def test_row_level_security_only_on_supabase(pg_dsn: str) -> None:
     tables = Tables.for_table("public.products")
     conn = await asyncpg.connect(pg_dsn)

@@ -42,11 +42,14 @@ async def delete_missing(
     max_fraction: float,
     dry_run: bool,
     now: datetime,
+    upgraded: bool = True,
 ) -> int:
     """Soft-delete the live products not in ``seen``; call inside a transaction.
 
-    Returns how many were (or, in a dry run, would be) deleted.
+    Returns how many were (or, in a dry run, would be) deleted. A table not ``upgraded`` yet
+    (only a dry run sees one) has no ``deleted_at``: all its rows are live.
     """
+    is_live = "t.deleted_at IS NULL" if upgraded else "true"
     await conn.execute(f"CREATE TEMP TABLE {SEEN} (id text PRIMARY KEY) ON COMMIT DROP")
     await conn.copy_records_to_table(SEEN, records=((product_id,) for product_id in seen))
     await conn.execute(f"ANALYZE {SEEN}")
@@ -54,7 +57,7 @@ async def delete_missing(
         f"""SELECT count(*) AS live,
                    count(*) FILTER (WHERE NOT EXISTS (
                        SELECT 1 FROM pg_temp.{SEEN} s WHERE s.id = t.id)) AS missing
-            FROM {tables.products} t WHERE t.deleted_at IS NULL"""
+            FROM {tables.products} t WHERE {is_live}"""
     )
     assert counts is not None
     missing, live = int(counts["missing"]), int(counts["live"])

@@ -80,11 +80,20 @@ async def analyze_if_grown(conn: asyncpg.Connection, tables: Tables, written: in
         await conn.execute(f"ANALYZE {tables.products}")
 
 
-async def probe(conn: asyncpg.Connection, tables: Tables, ids: list[str]) -> Stored:
+async def probe(
+    conn: asyncpg.Connection, tables: Tables, ids: list[str], *, upgraded: bool = True
+) -> Stored:
+    """The stored state of ``ids``; in a table not ``upgraded`` yet every row counts as changed.
+
+    That is what the first real run does with such rows: it rewrites each of them once.
+    """
+    state = (
+        "content_hash, deleted_at IS NOT NULL AS deleted"
+        if upgraded
+        else "NULL::bytea AS content_hash, false AS deleted"
+    )
     rows = await conn.fetch(
-        f"SELECT id, content_hash, deleted_at IS NOT NULL AS deleted FROM {tables.products} "
-        "WHERE id = ANY($1::text[])",
-        ids,
+        f"SELECT id, {state} FROM {tables.products} WHERE id = ANY($1::text[])", ids
     )
     return {row["id"]: (row["content_hash"], row["deleted"]) for row in rows}
 

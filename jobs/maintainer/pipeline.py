@@ -30,7 +30,7 @@ from catalogsync.common.progress import Reporter, Snapshot
 from catalogsync.maintainer import loader, runs
 from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
 from catalogsync.maintainer.deletes import delete_missing
-from catalogsync.maintainer.schema import Tables, migrate, table_exists
+from catalogsync.maintainer.schema import Tables, has_sync_columns, migrate, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class Run:
         self.seen: set[str] = set()
         self.pending: dict[int, asyncio.Event] = {}
         self.table_exists = True
+        self.upgraded = True
+        """Whether the table has the project's columns; only a dry run can find it without."""
         self.chunk_size = options.chunk_size
         self.resumed = False
         self.slots = asyncio.Semaphore(1)
@@ -171,6 +173,7 @@ class Run:
         opts = self.options
         if opts.dry_run:
             self.table_exists = await table_exists(control, self.tables)
+            self.upgraded = self.table_exists and await has_sync_columns(control, self.tables)
             return runs.RunState(chunk_size=opts.chunk_size)
         await migrate(control, self.tables)
         state = await runs.begin_run(
@@ -206,6 +209,7 @@ class Run:
                     max_fraction=opts.max_delete_fraction,
                     dry_run=opts.dry_run,
                     now=datetime.now(UTC),
+                    upgraded=self.upgraded,
                 )
             self.progress.timings["total"] = time.monotonic() - started
             if not opts.dry_run:
@@ -293,7 +297,7 @@ class Run:
         queue: asyncio.Queue[Prepared | None] = asyncio.Queue()
         connections = [await self._connect(f"{self.options.run_id} {i}") for i in range(workers)]
         try:
-            if self.table_exists:
+            if not self.options.dry_run:  # a dry run writes nothing: no codec, no stage
                 for conn in connections:
                     await loader.prepare_connection(conn, self.tables)
             tasks = [asyncio.create_task(self._produce(queue, committed, workers))]
@@ -371,7 +375,11 @@ class Run:
         began = time.monotonic()
         timings = self.progress.timings
         ids = list(prepared.records)
-        stored = await loader.probe(conn, self.tables, ids) if self.table_exists and ids else {}
+        stored = (
+            await loader.probe(conn, self.tables, ids, upgraded=self.upgraded)
+            if self.table_exists and ids
+            else {}
+        )
         probed = time.monotonic()
         timings["probe"] += probed - began
         changes = await asyncio.to_thread(plan, prepared, stored)

@@ -118,9 +118,24 @@ def migration_files() -> list[tuple[int, str, Path]]:
     return found
 
 
+SYNC_COLUMNS = ("content_hash", "deleted_at")
+"""Columns of the project's own that the maintainer reads back (added by migration 002)."""
+
+
 async def table_exists(conn: asyncpg.Connection, tables: Tables) -> bool:
     found = await conn.fetchval("SELECT to_regclass($1)", tables.products)
     return found is not None
+
+
+async def has_sync_columns(conn: asyncpg.Connection, tables: Tables) -> bool:
+    """Whether the table has been upgraded; a dry run may meet one still in the original shape."""
+    found = await conn.fetchval(
+        """SELECT count(*) FROM pg_attribute
+           WHERE attrelid = $1::regclass AND attname = ANY($2::text[]) AND NOT attisdropped""",
+        tables.products,
+        list(SYNC_COLUMNS),
+    )
+    return bool(found == len(SYNC_COLUMNS))
 
 
 async def migrate(conn: asyncpg.Connection, tables: Tables) -> list[int]:
