@@ -253,6 +253,19 @@ async def test_delete_missing_skipped_on_incomplete_catalog(pg_dsn: str, tmp_pat
     assert all(row["deleted_at"] is None for row in (await rows(pg_dsn)).values())
 
 
+async def test_delete_missing_skipped_when_lines_were_invalid(pg_dsn: str, tmp_path: Path) -> None:
+    products = catalog(300)
+    await run(pg_dsn, data.write(tmp_path / "full.ndjson", products), "full")
+    lines = data.lines(products)
+    lines[41] = lines[41][:-30]  # product 41's line is cut: invalid, but the product is there
+    path = data.write(tmp_path / "cut.ndjson", lines)
+    summary = await run(
+        pg_dsn, path, "cut", delete_missing=True, max_delete_fraction=1, max_invalid_fraction=0.01
+    )
+    assert (summary["complete"], summary["invalid"], summary["deleted"]) == (True, 1, 0)
+    assert all(row["deleted_at"] is None for row in (await rows(pg_dsn)).values())
+
+
 async def test_dry_run_writes_nothing(pg_dsn: str, tmp_path: Path) -> None:
     products = catalog(300)
     path = data.write(tmp_path / "c.ndjson", products)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from catalogsync.maintainer.chunks import RawChunk, plan, prepare, split_chunks
-from catalogsync.maintainer.deletes import TooManyDeletes, check_fraction
+from catalogsync.maintainer.deletes import TooManyDeletes, check_fraction, withheld_because
 from catalogsync.maintainer.records import COLUMNS, InvalidLine, scan, to_row
 from tests import maintainer_data as data
 
@@ -170,3 +170,9 @@ def test_delete_fraction() -> None:
     check_fraction(0, 0, 0.0)
     with pytest.raises(TooManyDeletes, match="6 of 100"):
         check_fraction(6, 100, 0.05)
+
+
+def test_deletes_need_a_complete_catalog_of_valid_lines() -> None:
+    assert withheld_because(True, 0, 99, 100) == ""
+    assert "incomplete (last index 89 of total 100)" in withheld_because(False, 0, 89, 100)
+    assert "2 line(s) were invalid" in withheld_because(True, 2, 99, 100)

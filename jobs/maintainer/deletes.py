@@ -23,6 +23,24 @@ class TooManyDeletes(InvalidDataError):
     reason = "TooManyDeletes"
 
 
+def withheld_because(
+    complete: bool, invalid: int, last_index: int | None, total: int | None
+) -> str:
+    """Why this run must not delete anything, or ``""`` when it may.
+
+    A product is missing only if the whole catalog was read and every line was understood: the
+    product on an invalid line is in the catalog, but its id is unknown, so it would look gone.
+    """
+    if not complete:
+        return f"the catalog is incomplete (last index {last_index} of total {total})"
+    if invalid:
+        return (
+            f"{invalid} line(s) were invalid and the products on them would look missing "
+            "(they are in the rejects table)"
+        )
+    return ""
+
+
 def check_fraction(missing: int, live: int, max_fraction: float) -> None:
     """Refuse when the products to delete exceed ``max_fraction`` of the live ones."""
     if live and missing > max_fraction * live:

@@ -29,7 +29,7 @@ from catalogsync.common.errors import InvalidDataError, PermanentError
 from catalogsync.common.progress import Reporter, Snapshot
 from catalogsync.maintainer import loader, runs
 from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
-from catalogsync.maintainer.deletes import delete_missing
+from catalogsync.maintainer.deletes import delete_missing, withheld_because
 from catalogsync.maintainer.schema import Tables, has_sync_columns, migrate, table_exists
 
 log = logging.getLogger(__name__)
@@ -193,14 +193,12 @@ class Run:
     async def _finish(self, control: asyncpg.Connection, complete: bool, started: float) -> None:
         """Soft-delete what the catalog lost and close the run row, in one transaction."""
         opts = self.options
+        withheld = withheld_because(
+            complete, self.progress.counts["invalid"], self.progress.last_index, self.progress.total
+        )
         async with control.transaction():
-            if opts.delete_missing and not complete:
-                log.warning(
-                    "not deleting missing products: the catalog is incomplete "
-                    "(last index %s of total %s)",
-                    self.progress.last_index,
-                    self.progress.total,
-                )
+            if opts.delete_missing and withheld:
+                log.warning("not deleting missing products: %s", withheld)
             elif opts.delete_missing and self.table_exists:
                 self.progress.deleted = await delete_missing(
                     control,
