@@ -39,6 +39,26 @@ def test_hash_ignores_embed_url_and_position_but_not_content() -> None:
     assert scan(wrapped(changed_photo, index=3, total=10)).hash != first
 
 
+def test_only_meta_embed_url_is_left_out_of_the_hash() -> None:
+    record = data.product(7)
+
+    def video(url: str, meta_embed: bool = True) -> dict[str, object]:
+        product = {**record, "links": [{"linkType": "video", "embedUrl": url}]}
+        if not meta_embed:
+            product["meta"] = {k: v for k, v in record["meta"].items() if k != "embedUrl"}
+        return product
+
+    first, second = scan(wrapped(video("https://v/a"))), scan(wrapped(video("https://v/b")))
+    assert first.hash != second.hash
+    assert scan(wrapped(data.reembed(video("https://v/a"), salt=3))).hash == first.hash
+    # A single embedUrl that is not meta's: the row's hash must still see it change.
+    alone_a, alone_b = (
+        to_row(scan(wrapped(video(url, meta_embed=False))))[COLUMNS.index("content_hash")]
+        for url in ("https://v/a", "https://v/b")
+    )
+    assert alone_a != alone_b
+
+
 def test_unusual_layout_is_decoded_and_hashed_canonically() -> None:
     record = data.product(8)
     spaced = orjson.dumps({"result": record, "meta": {"index": 2, "total": 5}})

@@ -3,12 +3,14 @@
 Two speeds. Most lines of a re-sync are unchanged, and for those only the product id and the
 content hash are needed, so :func:`scan` gets both from the bytes without decoding the JSON: the
 line is the wrapper ``{"meta":{"total":T,"index":I},"result":{...}}``, the product's first key is
-its ``id``, and the hash covers the ``result`` bytes with the last ``"embedUrl":"..."`` pair cut
-out (``meta.embedUrl``, a pre-signed URL that changes on every download). Only new or changed
+its ``id``, and the hash covers the ``result`` bytes with the ``"embedUrl":"..."`` pair cut out
+(``meta.embedUrl``, a pre-signed URL that changes on every download). Only new or changed
 products are then decoded and mapped by :func:`to_row`. A line in any other layout (keys
-reordered, extra spaces) is decoded at once and hashed over its canonical form (sorted keys,
-``meta.embedUrl`` left out); the two forms give different hashes for the same product, which at
-worst rewrites it once, never misses a change.
+reordered, extra spaces, more than one ``embedUrl`` key) is decoded at once and hashed over its
+canonical form (sorted keys, ``meta.embedUrl`` left out); the two forms give different hashes for
+the same product, which at worst rewrites it once, never misses a change. Nothing but
+``meta.embedUrl`` is ever left out: a single ``embedUrl`` that turns out, once decoded, to be
+somewhere else gets the canonical hash (see :func:`to_row`).
 
 Mapping is lenient, because the feed's types drift from its documentation: names arrive localized
 (``{"en": ...}``) or plain, codes as strings, numbers or arrays, fields go missing. Only a line
@@ -68,6 +70,8 @@ class Scanned:
     start: int
     stop: int
     total: int | None = None
+    cut: bool = False
+    """Whether ``hash`` left an ``"embedUrl":"..."`` pair out without knowing it was meta's."""
     index: int | None = None
     product: dict[str, Any] | None = None
 
@@ -84,21 +88,27 @@ def digest(data: bytes) -> bytes:
     return xxhash.xxh3_128_digest(data)
 
 
-def content_hash(line: bytes, start: int, stop: int) -> bytes:
-    """xxh3-128 of ``line[start:stop]`` with the product's ``"embedUrl":"..."`` pair cut out.
-
-    The pair is looked for from the end, where MediPim puts the product's ``meta``, and the two
-    pieces around it are hashed through a memoryview, so the line is neither copied nor scanned
-    twice.
-    """
+def content_hash(line: bytes, start: int, stop: int, pair: re.Match[bytes] | None) -> bytes:
+    """xxh3-128 of ``line[start:stop]`` with ``pair`` cut out, through a memoryview (no copy)."""
     view = memoryview(line)
-    at = line.rfind(EMBED_KEY, start, stop)
-    pair = EMBED_URL.match(line, at, stop) if at >= 0 else None
     if pair is None:
         return xxhash.xxh3_128_digest(view[start:stop])
-    state = xxhash.xxh3_128(view[start:at])
+    state = xxhash.xxh3_128(view[start : pair.start()])
     state.update(view[pair.end() : stop])
     return state.digest()
+
+
+def canonical_hash(product: dict[str, Any]) -> bytes:
+    """The hash of a decoded product: sorted keys, ``meta.embedUrl`` left out."""
+    meta = product.get("meta")
+    if isinstance(meta, dict) and "embedUrl" in meta:
+        product = {**product, "meta": {k: v for k, v in meta.items() if k != "embedUrl"}}
+    return digest(orjson.dumps(product, option=orjson.OPT_SORT_KEYS))
+
+
+def has_embed_url(product: dict[str, Any]) -> bool:
+    meta = product.get("meta")
+    return isinstance(meta, dict) and isinstance(meta.get("embedUrl"), str)
 
 
 def scan(line: bytes) -> Scanned:
@@ -112,15 +122,20 @@ def scan(line: bytes) -> Scanned:
         stop = len(line.rstrip()) - 1
         if stop > start and line[stop] == CLOSE:
             first = FIRST_ID.match(line, start)
-            if first is not None:
+            # The key is looked for from the end, where MediPim puts the product's ``meta``; a
+            # second one elsewhere would leave it unknown which pair is meta's.
+            at = line.rfind(EMBED_KEY, start, stop)
+            if first is not None and (at < 0 or line.find(EMBED_KEY, start, at) < 0):
+                pair = EMBED_URL.match(line, at, stop) if at >= 0 else None
                 return Scanned(
                     id=first.group(1).decode(),
-                    hash=content_hash(line, start, stop),
+                    hash=content_hash(line, start, stop, pair),
                     line=line,
                     start=start,
                     stop=stop,
                     total=int(wrapper.group(1)),
                     index=int(wrapper.group(2)),
+                    cut=pair is not None,
                 )
     return scan_decoded(line)
 
@@ -128,15 +143,10 @@ def scan(line: bytes) -> Scanned:
 def scan_decoded(line: bytes) -> Scanned:
     """The slow path of :func:`scan`: decode, validate, hash the canonical form."""
     product, total, index = decode(line)
-    meta = product.get("meta")
-    if isinstance(meta, dict) and "embedUrl" in meta:
-        canonical = {**product, "meta": {k: v for k, v in meta.items() if k != "embedUrl"}}
-    else:
-        canonical = product
     body = orjson.dumps(product)
     return Scanned(
         id=product["id"],
-        hash=digest(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)),
+        hash=canonical_hash(product),
         line=body,
         start=0,
         stop=len(body),
@@ -172,10 +182,13 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
     """The :data:`COLUMNS` values of a scanned line, decoding its body if not done yet.
 
     ``raw`` is the JSON text as a bytes-like object, for the binary ``jsonb`` codec the loader
-    installs.
+    installs. If the fast scan left out an ``embedUrl`` that is not the product's
+    ``meta.embedUrl``, the row gets the canonical hash: such a product is rewritten on every run
+    (its fast hash never matches), but a change in that field is never missed.
     """
     product = scanned.product
     body = scanned.body
+    content = scanned.hash
     if product is None:
         try:
             parsed = orjson.loads(body)
@@ -184,6 +197,8 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
         if not isinstance(parsed, dict):
             raise InvalidLine("no 'result' object")
         product = parsed
+        if scanned.cut and not has_embed_url(product):
+            content = canonical_hash(product)
     raw: bytes | memoryview = body
     if scanned.line.find(b"\\u0000", scanned.start, scanned.stop) >= 0:
         # PostgreSQL's text and jsonb cannot hold NUL; keep the rest of the product.
@@ -207,7 +222,7 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
         timestamp(meta.get("createdAt")),
         timestamp(meta.get("updatedAt")),
         raw,
-        scanned.hash,
+        content,
     )
 
 
