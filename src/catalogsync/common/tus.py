@@ -39,34 +39,32 @@ class TusUploader(Uploader):
     request_timeout: float = 120.0
 
     def create_url(self) -> str:
-        try:
-            response = requests.post(
-                self.client.url,
-                headers=self.get_url_creation_headers(),
-                timeout=self.request_timeout,
-            )
-        except requests.RequestException as exc:
-            raise TusCommunicationError(exc) from exc
-        location = response.headers.get("location")
-        if location is None or not response.ok:
-            raise TusCommunicationError(
-                "creating the upload failed", response.status_code, response.content
-            )
+        location = self._header(
+            "POST", self.client.url, self.get_url_creation_headers(), "location", "creating"
+        )
         return urljoin(self.client.url, location)
 
     def get_offset(self) -> int:
+        offset = self._header("HEAD", self.url, self.get_headers(), "upload-offset", "reading")
+        return int(offset)
+
+    def _header(self, method: str, url: str, headers: dict[str, str], name: str, what: str) -> str:
+        """One bodiless request; the response header ``name``, without which it failed.
+
+        Redirects are not followed: ``requests`` would turn a redirected POST into a GET.
+        """
         try:
-            response = requests.head(
-                self.url, headers=self.get_headers(), timeout=self.request_timeout
+            response = requests.request(
+                method, url, headers=headers, timeout=self.request_timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
             raise TusCommunicationError(exc) from exc
-        offset = response.headers.get("upload-offset")
-        if offset is None or not response.ok:
+        value = response.headers.get(name)
+        if value is None or not response.ok:
             raise TusCommunicationError(
-                "reading the upload offset failed", response.status_code, response.content
+                f"{what} the upload ({name}) failed", response.status_code, response.content
             )
-        return int(offset)
+        return str(value)
 
     def _do_request(self) -> None:
         self.request = _TimedRequest(self)
