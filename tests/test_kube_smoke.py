@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -557,3 +557,24 @@ def test_a_control_plane_that_cannot_start_leaves_nothing_running(
 
     assert set(psutil.Process().children(recursive=True)) - before == set()
     assert plane.workdir is None
+
+
+def listening_ports(connections: Iterable[Any]) -> set[int]:
+    return {int(c.laddr[1]) for c in connections if c.status == psutil.CONN_LISTEN}
+
+
+def test_stop_leaves_no_process_port_or_directory(control_plane: ControlPlane) -> None:
+    plane = ControlPlane(binaries=control_plane.binaries)
+    with plane:
+        workdir = plane.workdir
+        processes = [psutil.Process(c.process.pid) for c in plane.components if c.process]
+        ports = listening_ports(conn for p in processes for conn in p.net_connections("tcp"))
+        assert len(processes) == 4
+        assert ports
+
+    assert workdir is not None
+    assert not workdir.exists()
+    assert not any(process.is_running() for process in processes)
+    ours = {process.pid for process in psutil.Process().children(recursive=True)}
+    held = listening_ports(c for c in psutil.net_connections("tcp") if c.pid in ours)
+    assert ports.isdisjoint(held)
