@@ -13,8 +13,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$repo/tools/helm"
 # shellcheck source=/dev/null
 source "$tools/versions.env"
+# shellcheck source=lib/cache.sh
+source "$repo/scripts/lib/cache.sh"
 
-cache_root="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
 helm_bin="${CATALOGSYNC_HELM_BIN:-$cache_root/helm/${HELM_VERSION}/helm}"
 bin_dir="$(dirname "$helm_bin")"
 
@@ -31,21 +32,10 @@ is_current() {
   [[ -x "$helm_bin" && -f "$bin_dir/.stamp" && "$(cat "$bin_dir/.stamp")" == "helm=${HELM_VERSION}" ]]
 }
 
-if (( ! force )) && is_current; then
-  echo "helm ${HELM_VERSION} up to date" >&2
-  echo "$helm_bin"
-  exit 0
-fi
+done_if_current "$helm_bin" "helm ${HELM_VERSION} up to date"
 
-mkdir -p "$bin_dir"
-# Serialise concurrent builds of the same version (parallel CI jobs, a developer shell).
-exec 9>"$bin_dir/.build.lock"
-flock 9
-if (( ! force )) && is_current; then echo "$helm_bin"; exit 0; fi
-
-export CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
-jobs="${CATALOGSYNC_BUILD_JOBS:-$(nproc)}"
+lock_cache "$bin_dir/.build.lock" "$helm_bin"
+go_build_env
 staging="$(mktemp -d "$bin_dir/.build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 
@@ -54,7 +44,7 @@ ldflags+=" -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/inte
 
 start=$SECONDS
 echo "building helm ${HELM_VERSION} ..." >&2
-(cd "$tools" && nice go build -p "$jobs" -ldflags "$ldflags" -o "$staging/helm" helm.sh/helm/v4/cmd/helm)
+(cd "$tools" && nice go build -p "$build_jobs" -ldflags "$ldflags" -o "$staging/helm" helm.sh/helm/v4/cmd/helm)
 "$staging/helm" version --short >&2
 
 mv -f "$staging/helm" "$helm_bin"

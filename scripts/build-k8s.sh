@@ -14,8 +14,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$repo/tools/k8s"
 # shellcheck source=/dev/null
 source "$tools/versions.env"
+# shellcheck source=lib/cache.sh
+source "$repo/scripts/lib/cache.sh"
 
-cache_root="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
 bin_dir="${CATALOGSYNC_K8S_BIN:-$cache_root/k8s/${K8S_VERSION}-etcd${ETCD_VERSION}/bin}"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 stamp_text="k8s=${K8S_VERSION} etcd=${ETCD_VERSION}"
@@ -35,11 +36,7 @@ is_current() {
   for b in "${binaries[@]}"; do [[ -x "$bin_dir/$b" ]] || return 1; done
 }
 
-if (( ! force )) && is_current; then
-  echo "control plane binaries up to date (${stamp_text})" >&2
-  echo "$bin_dir"
-  exit 0
-fi
+done_if_current "$bin_dir" "control plane binaries up to date (${stamp_text})"
 
 # The committed build modules must match the pinned versions (regenerate them after a bump).
 grep -q "k8s.io/kubernetes ${K8S_VERSION}\b" "$tools/go.mod" \
@@ -47,15 +44,8 @@ grep -q "k8s.io/kubernetes ${K8S_VERSION}\b" "$tools/go.mod" \
 grep -q "go.etcd.io/etcd/server/v3 ${ETCD_VERSION}\b" "$tools/etcd/go.mod" \
   || { echo "tools/k8s/etcd/go.mod is not at ${ETCD_VERSION}: run tools/k8s/etcd/update.sh" >&2; exit 1; }
 
-mkdir -p "$(dirname "$bin_dir")"
-# Serialise concurrent builds of the same version (parallel CI jobs, a developer shell).
-exec 9>"$(dirname "$bin_dir")/.build.lock"
-flock 9
-if (( ! force )) && is_current; then echo "$bin_dir"; exit 0; fi
-
-export CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
-jobs="${CATALOGSYNC_BUILD_JOBS:-$(nproc)}"
+lock_cache "$(dirname "$bin_dir")/.build.lock" "$bin_dir"
+go_build_env
 staging="$(mktemp -d "$(dirname "$bin_dir")/.build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 
@@ -73,10 +63,10 @@ done
 
 start=$SECONDS
 echo "building etcd ${ETCD_VERSION} ..." >&2
-(cd "$tools/etcd" && nice go build -p "$jobs" -ldflags "-s -w" -o "$staging/etcd" \
+(cd "$tools/etcd" && nice go build -p "$build_jobs" -ldflags "-s -w" -o "$staging/etcd" \
   go.etcd.io/etcd/server/v3)
 echo "building Kubernetes ${K8S_VERSION} (slow on a cold Go cache) ..." >&2
-(cd "$tools" && nice go build -p "$jobs" -ldflags "$ldflags" -o "$staging/" \
+(cd "$tools" && nice go build -p "$build_jobs" -ldflags "$ldflags" -o "$staging/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
 echo "$stamp_text" > "$staging/.stamp"

@@ -13,7 +13,8 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$repo/tools/checkov"
-cache_root="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
+# shellcheck source=lib/cache.sh
+source "$repo/scripts/lib/cache.sh"
 venv="${CATALOGSYNC_CHECKOV_VENV:-$cache_root/checkov-venv}"
 py="${PYTHON:-python3}"
 
@@ -37,16 +38,9 @@ is_current() {
   [[ -x "$venv/bin/checkov" && -f "$venv/.stamp" && "$(cat "$venv/.stamp")" == "$stamp" ]]
 }
 
-if (( ! force )) && is_current; then
-  echo "checkov up to date in $venv" >&2
-  echo "$venv/bin/checkov"
-  exit 0
-fi
+done_if_current "$venv/bin/checkov" "checkov up to date in $venv"
 
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-flock 9
-if (( ! force )) && is_current; then echo "$venv/bin/checkov"; exit 0; fi
+lock_cache "$venv.lock" "$venv/bin/checkov"
 
 start=$SECONDS
 rm -rf "$venv"
