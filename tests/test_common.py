@@ -73,6 +73,9 @@ def test_filter_must_be_a_json_object(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIPIM_FILTER", "[1, 2]")
     with pytest.raises(PermanentError, match="MEDIPIM_FILTER"):
         load(MedipimSettings)
+    monkeypatch.setenv("MEDIPIM_FILTER", '{"status": "active"')
+    with pytest.raises(PermanentError, match=r"MEDIPIM_FILTER.*not JSON"):
+        load(MedipimSettings)
     monkeypatch.setenv("MEDIPIM_FILTER", '{"status": ["active", "replaced"]}')
     assert load(MedipimSettings).filter == {"status": ["active", "replaced"]}
 

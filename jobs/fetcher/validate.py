@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from catalogsync.common.errors import InvalidDataError, TransientError
+from catalogsync.common.jsonobject import load_object
 from catalogsync.common.storage import ObjectInfo
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -65,11 +66,9 @@ class StreamAccount:
         if not line.strip():
             return  # a blank line carries nothing; keep-alive newlines are harmless
         try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise self._invalid(line, f"is not JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise self._invalid(line, "is not a JSON object")
+            doc = load_object(line)
+        except ValueError as exc:
+            raise self._invalid(line, f"is {exc}") from None
         if "error" in doc:
             raise StreamErrorLine(
                 f"MediPim reported an error in the stream at line {self.lines} after "

@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 import xxhash
 
+from catalogsync.common.jsonobject import load_object
+
 WRAPPER = re.compile(
     rb'\{\s*"meta"\s*:\s*\{\s*"total"\s*:\s*(\d+)\s*,\s*"index"\s*:\s*(\d+)\s*\}\s*,\s*"result"\s*:\s*'
 )
@@ -159,11 +161,9 @@ def scan_decoded(line: bytes) -> Scanned:
 def decode(line: bytes) -> tuple[dict[str, Any], int | None, int | None]:
     """The product of a line, with the wrapper's ``meta.total`` and ``meta.index`` if present."""
     try:
-        document = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidLine(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidLine(f"a line must be a JSON object, not {type(document).__name__}")
+        document = load_object(line)
+    except ValueError as exc:
+        raise InvalidLine(str(exc)) from None
     product = document.get("result")
     if not isinstance(product, dict):
         raise InvalidLine("no 'result' object")
@@ -191,12 +191,9 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
     content = scanned.hash
     if product is None:
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidLine(f"not JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise InvalidLine("no 'result' object")
-        product = parsed
+            product = load_object(body)
+        except ValueError as exc:
+            raise InvalidLine(f"'result' is {exc}") from None
         if scanned.cut and not has_embed_url(product):
             content = canonical_hash(product)
     raw: bytes | memoryview = body

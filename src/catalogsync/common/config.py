@@ -9,13 +9,13 @@ the variable and says what it should look like.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-import orjson
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from catalogsync.common.errors import PermanentError
+from catalogsync.common.jsonobject import load_object
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 """A PostgreSQL identifier we are willing to interpolate (lower case, unquoted, ≤ 63 bytes)."""
@@ -47,13 +47,19 @@ def validate_table_name(value: str) -> str:
 def _json_object(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
+    if not isinstance(value, str):  # the settings source already decoded the JSON
+        raise ValueError(f"{what} must be a JSON object, not {type(value).__name__}")
     try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f'{what} must be a JSON object, e.g. {{"status": "active"}}') from exc
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{what} must be a JSON object, not {type(parsed).__name__}")
-    return parsed
+        return load_object(value)
+    except ValueError as exc:
+        raise ValueError(
+            f'{what} must be a JSON object, e.g. {{"status": "active"}}; it is {exc}'
+        ) from None
+
+
+JsonObject = Annotated[dict[str, Any], NoDecode]
+"""A JSON object from the environment, decoded by our validator (which names the variable)
+rather than by pydantic-settings (whose error names neither the variable nor the problem)."""
 
 
 class _Settings(BaseSettings):
@@ -78,10 +84,8 @@ class MedipimSettings(_Settings):
     url: str = Field(DEFAULT_MEDIPIM_URL, alias="MEDIPIM_URL")
     api_key_id: str = Field("", alias="MEDIPIM_API_KEY_ID", repr=False)
     api_key_secret: str = Field("", alias="MEDIPIM_API_KEY_SECRET", repr=False)
-    filter: dict[str, Any] = Field(
-        default_factory=lambda: dict(DEFAULT_FILTER), alias="MEDIPIM_FILTER"
-    )
-    sorting: dict[str, Any] = Field(
+    filter: JsonObject = Field(default_factory=lambda: dict(DEFAULT_FILTER), alias="MEDIPIM_FILTER")
+    sorting: JsonObject = Field(
         default_factory=lambda: dict(DEFAULT_SORTING), alias="MEDIPIM_SORTING"
     )
     credentials_secret: str = Field("medipim-credentials", alias="MEDIPIM_CREDENTIALS_SECRET")
