@@ -26,6 +26,7 @@ from catalogsync.dev.simulator.faults import STREAM, Fault, Faults
 from catalogsync.dev.simulator.filters import (
     CODE_FILTERS,
     InvalidRequest,
+    ProductQuery,
     Violation,
     page_slice,
     parse_entity_query,
@@ -264,13 +265,9 @@ class SimulatorServer(AsyncService):
     # -- products -----------------------------------------------------------------------------
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            query = parse_product_query(body, paged=False)
-        except InvalidRequest as exc:
-            return _invalid(exc)
+        query = await _product_query(request, paged=False)
+        if isinstance(query, web.Response):
+            return query
         snapshot = self.catalog.snapshot()
         positions = query.select(snapshot)
         if self.ttfb:
@@ -328,13 +325,9 @@ class SimulatorServer(AsyncService):
         return True
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            query = parse_product_query(body, paged=True)
-        except InvalidRequest as exc:
-            return _invalid(exc)
+        query = await _product_query(request, paged=True)
+        if isinstance(query, web.Response):
+            return query
         assert query.page is not None
         snapshot = self.catalog.snapshot()
         positions = query.select(snapshot)
@@ -534,6 +527,17 @@ async def _json_body(request: web.Request, *, empty_ok: bool = False) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _error(400, "bad_request", f"The request body is not valid JSON: {exc}.")
+
+
+async def _product_query(request: web.Request, *, paged: bool) -> ProductQuery | web.Response:
+    """The request's product query, or the 400/422 answer that refuses it."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        return parse_product_query(body, paged=paged)
+    except InvalidRequest as exc:
+        return _invalid(exc)
 
 
 def _error(
