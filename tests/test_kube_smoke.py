@@ -578,3 +578,36 @@ def test_stop_leaves_no_process_port_or_directory(control_plane: ControlPlane) -
     ours = {process.pid for process in psutil.Process().children(recursive=True)}
     held = listening_ports(c for c in psutil.net_connections("tcp") if c.pid in ours)
     assert ports.isdisjoint(held)
+
+
+def test_env_from_config_maps_and_optional_references(
+    kubelet: StartKubelet, kubectl: Kubectl, namespace: str
+) -> None:
+    node = kubelet("node-a")
+    kubectl("create", "configmap", "settings", "-n", namespace, "--from-literal=MODE=fast")
+    script = """
+        import os
+        print(os.environ["CFG_MODE"], os.environ["MODE"], "ABSENT" in os.environ)
+    """
+    container = python_container(
+        script,
+        envFrom=[
+            {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+            {"secretRef": {"name": "missing", "optional": True}},
+        ],
+        env=[
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "MODE"}}},
+            {
+                "name": "ABSENT",
+                "valueFrom": {"secretKeyRef": {"name": "missing", "key": "k", "optional": True}},
+            },
+        ],
+    )
+    create_pod(kubectl, namespace, "env", {"restartPolicy": "Never", "containers": [container]})
+
+    wait_until(
+        lambda: read_pod(kubectl, namespace, "env")["status"]["phase"] == "Succeeded",
+        message="the pod to succeed",
+    )
+
+    assert node.logs(namespace, "env").split() == ["fast", "fast", "False"]

@@ -1161,17 +1161,28 @@ class ProcessKubelet:
 
     async def _env_from(self, worker: PodWorker, source: Obj) -> dict[str, str]:
         prefix = source.get("prefix", "")
-        if "secretRef" in source:
-            ref, kind = source["secretRef"], "Secret"
-        else:
-            ref, kind = source["configMapRef"], "ConfigMap"
-        data = await self._object_data(worker.namespace, kind, ref["name"])
+        _, _, data = await self._referenced(worker, source, "secretRef", "configMapRef")
         if data is None:
-            if ref.get("optional"):
-                return {}
-            raise ContainerConfigError(f'{kind.lower()} "{ref["name"]}" not found')
+            return {}
         valid = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
         return {prefix + k: v for k, v in data.items() if valid.fullmatch(prefix + k)}
+
+    async def _referenced(
+        self, worker: PodWorker, source: Obj, secret: str, config_map: str
+    ) -> tuple[Obj, str, dict[str, str] | None]:
+        """(reference, kind, data) of the Secret or ConfigMap that ``source`` names.
+
+        ``data`` is None when the object is missing and the reference ``optional``; a missing
+        required object keeps the container waiting, as on a real node.
+        """
+        if secret in source:
+            ref, kind = source[secret], "Secret"
+        else:
+            ref, kind = source[config_map], "ConfigMap"
+        data = await self._object_data(worker.namespace, kind, ref["name"])
+        if data is None and not ref.get("optional"):
+            raise ContainerConfigError(f'{kind.lower()} "{ref["name"]}" not found')
+        return ref, kind, data
 
     async def _object_data(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
         plural = "secrets" if kind == "Secret" else "configmaps"
@@ -1203,15 +1214,9 @@ class ProcessKubelet:
         raise ContainerConfigError(f"unsupported valueFrom for {item['name']}: {sorted(source)}")
 
     async def _key_ref(self, worker: PodWorker, source: Obj) -> str | None:
-        if "secretKeyRef" in source:
-            ref, kind = source["secretKeyRef"], "Secret"
-        else:
-            ref, kind = source["configMapKeyRef"], "ConfigMap"
-        data = await self._object_data(worker.namespace, kind, ref["name"])
+        ref, kind, data = await self._referenced(worker, source, "secretKeyRef", "configMapKeyRef")
         if data is None:
-            if ref.get("optional"):
-                return None
-            raise ContainerConfigError(f'{kind.lower()} "{ref["name"]}" not found')
+            return None
         if ref["key"] not in data:
             if ref.get("optional"):
                 return None
