@@ -98,7 +98,11 @@ def running_simulator(
         yield RunningSimulator(url, KEY_ID, KEY_SECRET, built)
     finally:
         child.terminate()
-        child.wait(10)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _free_port() -> int:
