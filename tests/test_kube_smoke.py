@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from catalogsync.dev.controlplane import ControlPlane
+from catalogsync.dev.controlplane import ControlPlane, sweep_stale_workdirs
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
 from tests.plugins.kube import Kubectl, wait_until
 
@@ -611,3 +614,37 @@ def test_env_from_config_maps_and_optional_references(
     )
 
     assert node.logs(namespace, "env").split() == ["fast", "fast", "False"]
+
+
+def test_a_killed_owner_takes_its_control_plane_along(control_plane: ControlPlane) -> None:
+    """SIGKILL gives no chance to stop: the kernel kills the components, the next start sweeps."""
+    script = textwrap.dedent(
+        """
+        import time
+        from catalogsync.dev.controlplane import ControlPlane
+        plane = ControlPlane()
+        plane.start()
+        print(plane.workdir, *(c.process.pid for c in plane.components), flush=True)
+        time.sleep(600)
+        """
+    )
+    env = {**os.environ, "CATALOGSYNC_K8S_BIN": str(control_plane.binaries.etcd.parent)}
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    ) as owner:
+        assert owner.stdout is not None
+        workdir, *pids = owner.stdout.readline().split()
+        components = [psutil.Process(int(pid)) for pid in pids]
+        owner.kill()
+
+    assert len(components) == 4
+    wait_until(
+        lambda: not any(p.is_running() and p.status() != "zombie" for p in components),
+        timeout=30,
+        message="the components to die with their owner",
+    )
+    assert Path(workdir).exists()
+    sweep_stale_workdirs()
+    assert not Path(workdir).exists()
+    assert control_plane.workdir is not None
+    assert control_plane.workdir.exists(), "a live owner's work directory stays"

@@ -77,6 +77,8 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0
+WORKDIR_PREFIX = "catalogsync-k8s-"
+OWNER_FILE = "owner.pid"
 
 
 class ControlPlaneError(RuntimeError):
@@ -446,6 +448,32 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def sweep_stale_workdirs() -> None:
+    """Remove work directories of control planes whose owner was killed before its ``stop``.
+
+    Their components died with the owner (parent-death signal), but the directory (etcd data,
+    logs, ~100 MB) stays. Only directories marked with a dead owner's pid go: kept ones
+    (``keep_workdir``) carry no mark.
+    """
+    for workdir in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _process_exists(owner):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _wait_until(what: str, probe: Probe, components: Sequence[Component], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -534,7 +562,10 @@ class ControlPlane(Service):
     def start(self, attempts: int = 3) -> None:
         """Start everything and wait until it serves; retries with new ports on a port clash."""
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="catalogsync-k8s-"))
+            sweep_stale_workdirs()
+            self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+            if not self.keep_workdir:
+                (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
             self._owns_workdir = True
         for attempt in range(1, attempts + 1):
             try:
