@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -20,6 +21,7 @@ from catalogsync.common.config import (
     validate_table_name,
 )
 from catalogsync.common.errors import ExitCode, PermanentError
+from catalogsync.common.lines import MAX_LINE_BYTES, LineSplitter, LongLine
 from catalogsync.common.progress import (
     TERMINATION_MESSAGE_LIMIT,
     Snapshot,
@@ -149,3 +151,72 @@ def test_repository_root_does_not_shadow_stdlib_operator(tmp_path: Path) -> None
     )
     assert "site-packages" not in result.stdout
     assert json.loads(result.stdout).endswith("operator.py")
+
+
+def test_lines_are_cut_across_reads() -> None:
+    splitter = LineSplitter(keep=3, limit=8)
+    found = [line for piece in (b"ab", b"c\nde", b"\n\nf", b"g") for line in splitter.feed(piece)]
+    assert found == [b"abc", b"de", b""]
+    assert splitter.end() == b"fg"
+    assert splitter.end() is None
+    assert splitter.feed(b"") == []
+
+
+@pytest.mark.parametrize("pieces", [[b"12345678\n"], [b"1234", b"5678", b"\n"]])
+def test_a_line_at_the_limit_is_kept(pieces: list[bytes]) -> None:
+    splitter = LineSplitter(keep=3, limit=8)
+    assert [line for piece in pieces for line in splitter.feed(piece)] == [b"12345678"]
+    assert splitter.overflow is None
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[b"ok\n123456789\nok\n"], [b"ok\n12", b"3456", b"789\nok\n"], [b"ok\n12345678", b"9\nok\n"]],
+    ids=["one-read", "across-reads", "over-at-the-newline"],
+)
+def test_a_line_over_the_limit_keeps_its_size_and_head(pieces: list[bytes]) -> None:
+    splitter = LineSplitter(keep=3, limit=8)
+    found = [line for piece in pieces for line in splitter.feed(piece)]
+    assert found == [b"ok", LongLine(9, b"123", 8), b"ok"]
+    assert splitter.end() is None
+
+
+def test_an_unterminated_line_is_reported_once_over_the_limit() -> None:
+    splitter = LineSplitter(keep=3, limit=8)
+    seen = []
+    for piece in (b"1234", b"56789", b"0"):
+        assert splitter.feed(piece) == []
+        seen.append(splitter.overflow)
+    assert seen == [None, LongLine(9, b"123", 8), LongLine(10, b"123", 8)]
+    assert splitter.end() == LongLine(10, b"123", 8)
+    assert splitter.overflow is None
+
+
+PIECE = 64 * 1024
+
+
+def _fed_in_pieces(splitter: LineSplitter, size: int) -> list[bytes | LongLine]:
+    """``size`` bytes of one line, each piece a fresh object as a network read would be."""
+    for _ in range(size // PIECE):
+        assert splitter.feed(b"x" * PIECE) == []
+    return splitter.feed(b"x" * (size % PIECE) + b"\n")
+
+
+def test_a_long_line_is_copied_once_and_past_the_limit_not_held() -> None:
+    tracemalloc.start()
+    try:
+        splitter = LineSplitter(keep=100)
+        tracemalloc.reset_peak()
+        (line,) = _fed_in_pieces(splitter, MAX_LINE_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+        assert line == b"x" * MAX_LINE_BYTES
+        del line
+        # The pieces and the joined line, once each; ``pending + piece`` would hold three copies.
+        assert peak < 2.1 * MAX_LINE_BYTES
+        tracemalloc.reset_peak()
+        (long_line,) = _fed_in_pieces(splitter, 2 * MAX_LINE_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+        assert long_line == LongLine(2 * MAX_LINE_BYTES, b"x" * 100)
+        assert peak < 1.1 * MAX_LINE_BYTES  # the pieces are dropped once the line passes the limit
+    finally:
+        tracemalloc.stop()

@@ -7,6 +7,7 @@ termination message and what landed in storage. Backoffs are shortened through t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -19,8 +20,10 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from catalogsync.common.config import DEFAULT_BUCKET
+from catalogsync.common.lines import MAX_LINE_BYTES
 from catalogsync.common.storage import FileStorage, ObjectInfo, SupabaseStorage
 from catalogsync.dev.simulator import Catalog, Fault, SimulatorServer
 from catalogsync.dev.simulator.filters import parse_product_query
@@ -325,6 +328,64 @@ async def test_bad_stream_fails_and_leaves_latest_alone(
     assert await target.info(target.latest) == before
     assert await target.read(target.latest) == previous
     assert await target.info(target.run_key("bad")) is None
+
+
+class LongLineSource:
+    """A MediPim stand-in whose second line never ends: one 1 MiB block sent over and over."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.sent = 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        first = {"meta": {"total": 3, "index": 0}, "result": {"id": "M000000001"}}
+        await response.write(orjson.dumps(first) + b'\n{"meta": {"total": 3, "index": 1}, "x": "')
+        block = b"x" * (1 << 20)
+        with contextlib.suppress(ConnectionError):
+            while self.sent < 4 * MAX_LINE_BYTES:  # the fetcher hangs up long before
+                await response.write(block)
+                self.sent += len(block)
+        return response
+
+    async def __aenter__(self) -> LongLineSource:
+        app = web.Application()
+        app.router.add_post("/v4/products/stream", self._stream)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_line_over_the_limit_fails_the_run_and_leaves_latest_alone(
+    fetch: Fetch, target: Target
+) -> None:
+    before = await publish_previous(fetch, target)
+    async with LongLineSource() as source:
+        outcome = await fetch(SYNC_RUN_ID="long", MEDIPIM_URL=source.url)
+    assert outcome.code == 3, outcome.log[-2000:]
+    assert outcome.message["reason"] == "InvalidData"
+    message = outcome.message["message"]
+    assert "line 2 (where meta.index 1 was due) has passed " in message
+    size = int(message.split("has passed ")[1].split()[0])
+    assert MAX_LINE_BYTES < size <= MAX_LINE_BYTES + (1 << 20)
+    assert f"over the line limit of {MAX_LINE_BYTES} bytes (16 MiB)" in message
+    assert source.requests == 1  # bad data: no second download
+    assert source.sent < 4 * MAX_LINE_BYTES
+    assert await target.info(target.latest) == before
+    assert await target.info(target.run_key("long")) is None
+    assert scratch_files(target.env) == []
 
 
 # --- empty catalogs ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from catalogsync.common.errors import (
     PermanentError,
     TransientError,
 )
+from catalogsync.common.lines import MAX_LINE_BYTES, LineSplitter, LongLine
 from catalogsync.common.storage import ObjectInfo
 from catalogsync.fetcher.stream import (
     SourceUnavailable,
@@ -22,7 +23,7 @@ from catalogsync.fetcher.stream import (
     user_agent,
 )
 from catalogsync.fetcher.validate import (
-    MAX_LINE_BYTES,
+    EXCERPT,
     IncompleteStreamError,
     StreamAccount,
     StreamErrorLine,
@@ -113,10 +114,44 @@ def test_index_beyond_total_is_invalid() -> None:
         fed(line(0, 1), line(1, 1))
 
 
-def test_endless_line_is_refused() -> None:
-    with pytest.raises(InvalidDataError, match="longer than"):
-        StreamAccount().check_partial(b"x" * (MAX_LINE_BYTES + 1))
-    StreamAccount().check_partial(b"x" * 1000)
+BLOCK = b"x" * (1 << 20)
+
+
+def test_endless_line_is_refused_as_soon_as_it_passes_the_limit() -> None:
+    """The same 1 MiB block over and over: the splitter must not hold the line, nor the test."""
+    account, splitter = StreamAccount(), LineSplitter(keep=EXCERPT)
+    for item in splitter.feed(line(0, 3) + b"\n" + b'{"meta": {"total": 3, "index": 1}, "x": "'):
+        account.feed(item)
+    blocks = 0
+    while splitter.overflow is None and blocks <= MAX_LINE_BYTES // len(BLOCK):
+        account.check_partial(splitter.overflow)
+        for item in splitter.feed(BLOCK):
+            account.feed(item)
+        blocks += 1
+    assert blocks * len(BLOCK) == MAX_LINE_BYTES  # over with the block that crossed the limit
+    with pytest.raises(InvalidDataError) as caught:
+        account.check_partial(splitter.overflow)
+    assert caught.value.exit_code == ExitCode.INVALID_DATA
+    message = str(caught.value)
+    overflow = splitter.overflow
+    assert overflow is not None
+    assert overflow.size > MAX_LINE_BYTES
+    assert f"line 2 (where meta.index 1 was due) has passed {overflow.size} bytes" in message
+    assert f"line limit of {MAX_LINE_BYTES} bytes (16 MiB)" in message
+    assert '{"meta": {"total": 3, "index": 1}' in message
+
+
+def test_line_just_over_the_limit_is_refused_with_its_size() -> None:
+    account = fed(line(0, 3))
+    with pytest.raises(InvalidDataError) as caught:
+        account.feed(LongLine(MAX_LINE_BYTES + 1, b'{"meta": {"total": 3, "index": 1}'))
+    assert (
+        f"line 2 (where meta.index 1 was due) is {MAX_LINE_BYTES + 1} bytes, over the line "
+        f"limit of {MAX_LINE_BYTES} bytes" in str(caught.value)
+    )
+    account = fed(line(0, 3))
+    account.check_partial(None)  # nothing over the limit: nothing to say
+    assert account.lines == 1
 
 
 def test_empty_catalog_replaces_only_an_empty_or_missing_latest() -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ import orjson
 import pytest
 
 from catalogsync.common.errors import ExitCode, InvalidDataError, PermanentError, TransientError
+from catalogsync.common.lines import MAX_LINE_BYTES
 from catalogsync.common.progress import Snapshot
+from catalogsync.maintainer.chunks import REJECT_RAW_LIMIT
 from catalogsync.maintainer.deletes import TooManyDeletes
 from catalogsync.maintainer.main import file_source
 from catalogsync.maintainer.pipeline import Options, TooManyInvalid, maintain
@@ -226,6 +228,42 @@ async def test_too_many_invalid_lines_fail_and_stop_committing(pg_dsn: str, tmp_
     assert run_row["status"] == "failed"
     assert "maxInvalidFraction" in run_row["message"]
     assert rejected == 11
+
+
+async def test_a_line_over_the_limit_is_rejected_and_truncated(pg_dsn: str) -> None:
+    """An object the fetcher never checked (MaintainOnly) may hold a runaway line: it is an
+    invalid line like any other, stored as its first REJECT_RAW_LIMIT bytes."""
+    lines = data.lines(catalog(150))
+    head = b'{"meta": {"total": 150, "index": 149}, "result": {"id": "MFFFFFFFFF", "name": "'
+    tail = b'"}}'
+    block = b"x" * (1 << 20)
+    fill = MAX_LINE_BYTES + 1 - len(head) - len(tail)
+
+    async def source() -> AsyncIterator[bytes]:
+        """The object as storage hands it over; one 1 MiB block reused, so nothing piles up."""
+        yield b"".join(line + b"\n" for line in lines[:119])
+        yield head
+        for _ in range(fill // len(block)):
+            yield block
+        yield block[: fill % len(block)] + tail + b"\n"
+        yield b"".join(line + b"\n" for line in lines[119:])
+
+    opts = Options(table="public.products", run_id="long", object_key="long", chunk_size=100)
+    summary = await maintain(pg_dsn, source(), opts)
+    assert (summary["processed"], summary["invalid"], summary["inserted"]) == (151, 1, 150)
+    assert "MFFFFFFFFF" not in await rows(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        (reject,) = await conn.fetch("SELECT line, error, raw FROM catalogsync_rejects")
+    finally:
+        await conn.close()
+    assert reject["line"] == 120
+    assert (
+        f"is {MAX_LINE_BYTES + 1} bytes, over the line limit of {MAX_LINE_BYTES}"
+        in (reject["error"])
+    )
+    assert len(reject["raw"]) == REJECT_RAW_LIMIT
+    assert reject["raw"].encode() == (head + block)[:REJECT_RAW_LIMIT]
 
 
 async def test_delete_missing_refuses_beyond_threshold(pg_dsn: str, tmp_path: Path) -> None:

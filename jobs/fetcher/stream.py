@@ -29,8 +29,9 @@ from tenacity import (
 
 from catalogsync.common.config import FetcherSettings, MedipimSettings
 from catalogsync.common.errors import PermanentError, TransientError
+from catalogsync.common.lines import LineSplitter
 from catalogsync.common.retry import RetryPolicy
-from catalogsync.fetcher.validate import StreamAccount
+from catalogsync.fetcher.validate import EXCERPT, StreamAccount
 
 log = logging.getLogger(__name__)
 
@@ -234,19 +235,17 @@ class StreamDownloader:
         account = StreamAccount()
         digest = hashlib.sha256()
         received = 0
-        pending = b""
+        splitter = LineSplitter(keep=EXCERPT)
         async for chunk in response.aiter_bytes():
             out.write(chunk)
             digest.update(chunk)
             received += len(chunk)
-            lines = (pending + chunk if pending else chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
+            for line in splitter.feed(chunk):
                 account.feed(line)
-            account.check_partial(pending)
+            account.check_partial(splitter.overflow)
             if self.progress is not None:
                 await self.progress(received, account.records, account.total, self.attempts)
-        account.finish(pending)
+        account.finish(splitter.end())
         out.flush()
         total = account.total or 0
         if self.progress is not None:

@@ -19,12 +19,11 @@ import orjson
 
 from catalogsync.common.errors import InvalidDataError, TransientError
 from catalogsync.common.jsonobject import load_object
+from catalogsync.common.lines import Line, LongLine
 from catalogsync.common.storage import ObjectInfo
 
-MAX_LINE_BYTES = 64 * 1024 * 1024
-"""A line longer than this is not a product: refuse it rather than buffer it without end."""
-
 EXCERPT = 120
+"""Bytes of an offending line quoted in an error (and all that is kept of a line over the limit)."""
 
 
 class IncompleteStreamError(TransientError):
@@ -60,9 +59,11 @@ class StreamAccount:
     lines: int = 0
     last_id: str | None = None
 
-    def feed(self, line: bytes) -> None:
+    def feed(self, line: Line) -> None:
         """Checks one line (without its ``\\n``); raises on the first problem."""
         self.lines += 1
+        if isinstance(line, LongLine):
+            raise self._too_long(line, ended=True)
         if not line.strip():
             return  # a blank line carries nothing; keep-alive newlines are harmless
         try:
@@ -94,19 +95,25 @@ class StreamAccount:
         self.records += 1
         self.last_id = product_id
 
-    def check_partial(self, partial: bytes) -> None:
-        """Refuses a line that keeps growing without a newline instead of buffering it."""
-        if len(partial) > MAX_LINE_BYTES:
-            self.lines += 1
-            raise self._invalid(partial, f"is longer than {MAX_LINE_BYTES} bytes")
+    def check_partial(self, overflow: LongLine | None) -> None:
+        """Refuses a line that has grown past the limit without a newline, without waiting for one.
 
-    def finish(self, tail: bytes) -> None:
+        ``overflow`` is the splitter's unfinished line once it is over the limit (else ``None``).
+        """
+        if overflow is not None:
+            self.lines += 1
+            raise self._too_long(overflow, ended=False)
+
+    def finish(self, tail: Line | None) -> None:
         """Ends the stream; ``tail`` is whatever followed the last newline.
 
         A complete final line without its newline is accepted; a cut one means the connection
         dropped mid-line, which is a truncation, not bad data.
         """
-        if tail.strip():
+        if isinstance(tail, LongLine):
+            self.lines += 1
+            raise self._too_long(tail, ended=True)
+        if tail is not None and tail.strip():
             try:
                 orjson.loads(tail)
             except orjson.JSONDecodeError:
@@ -127,6 +134,13 @@ class StreamAccount:
 
     def _total_text(self) -> str:
         return "?" if self.total is None else str(self.total)
+
+    def _too_long(self, line: LongLine, *, ended: bool) -> InvalidDataError:
+        return InvalidDataError(
+            f"MediPim stream line {self.lines} (where meta.index {self.records} was due) "
+            f"{line.problem(ended=ended)}: {_excerpt(line.head[:EXCERPT])}...",
+            reason="InvalidData",
+        )
 
     def _invalid(self, line: bytes, problem: str) -> InvalidDataError:
         return InvalidDataError(

@@ -11,10 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from catalogsync.common.lines import Line, LineSplitter, LongLine
 from catalogsync.maintainer.records import InvalidLine, Scanned, scan, to_row
 
 REJECT_RAW_LIMIT = 1 << 20
-"""Longest raw text kept for a rejected line (a runaway line is truncated, not stored whole)."""
+"""Longest raw text kept for a rejected line (a runaway line is truncated, not stored whole).
+
+A line over ``MAX_LINE_BYTES`` is never held whole: only this much of it is kept as it arrives.
+"""
 
 Reject = tuple[int, str, str]
 """(line number, error, raw text)."""
@@ -27,6 +31,8 @@ class RawChunk:
     last_line: int
     lines: list[tuple[int, bytes]]
     """Non-blank lines with their 1-based line numbers."""
+    long_lines: list[tuple[int, LongLine]] = field(default_factory=list)
+    """Lines over ``MAX_LINE_BYTES`` (what is left of them), with their line numbers."""
 
 
 @dataclass
@@ -56,40 +62,35 @@ class Plan:
     rejects: list[Reject]
 
 
+async def read_lines(source: AsyncIterator[bytes]) -> AsyncIterator[list[Line]]:
+    """The lines of ``source``, a read's worth at a time; one over the limit as a ``LongLine``."""
+    splitter = LineSplitter(keep=REJECT_RAW_LIMIT)
+    async for data in source:
+        yield splitter.feed(data)
+    last = splitter.end()
+    if last is not None:
+        yield [last]
+
+
 async def split_chunks(source: AsyncIterator[bytes], size: int) -> AsyncIterator[RawChunk]:
     """Number the lines of ``source`` and group them ``size`` line numbers at a time."""
-    pending = b""
     line_no = 0
-    number = 0
     lines: list[tuple[int, bytes]] = []
-    started = False
-
-    def flush() -> RawChunk:
-        return RawChunk(number, number * size + 1, line_no, lines)
-
-    async for data in source:
-        if not data:
-            continue
-        parts = (pending + data).split(b"\n") if pending else data.split(b"\n")
-        pending = parts.pop()
-        for part in parts:
-            if line_no and line_no % size == 0 and started:
-                yield flush()
-                number, lines = line_no // size, []
+    long_lines: list[tuple[int, LongLine]] = []
+    async for found in read_lines(source):
+        for line in found:
+            if line_no and line_no % size == 0:
+                number = line_no // size - 1
+                yield RawChunk(number, number * size + 1, line_no, lines, long_lines)
+                lines, long_lines = [], []
             line_no += 1
-            started = True
-            if part.strip():
-                lines.append((line_no, part))
-    if pending:
-        if line_no and line_no % size == 0 and started:
-            yield flush()
-            number, lines = line_no // size, []
-        line_no += 1
-        started = True
-        if pending.strip():
-            lines.append((line_no, pending))
-    if started:
-        yield flush()
+            if isinstance(line, LongLine):
+                long_lines.append((line_no, line))
+            elif line.strip():
+                lines.append((line_no, line))
+    if line_no:
+        number = (line_no - 1) // size
+        yield RawChunk(number, number * size + 1, line_no, lines, long_lines)
 
 
 def reject_text(line: bytes | memoryview) -> str:
@@ -103,6 +104,9 @@ def prepare(chunk: RawChunk) -> Prepared:
     duplicates = 0
     total: int | None = None
     last_index: int | None = None
+    for line_no, long_line in chunk.long_lines:
+        error = f"the line {long_line.problem()}; raw holds its first {REJECT_RAW_LIMIT} bytes"
+        rejects.append((line_no, error, reject_text(long_line.head)))
     for line_no, line in chunk.lines:
         try:
             scanned = scan(line)
@@ -121,7 +125,7 @@ def prepare(chunk: RawChunk) -> Prepared:
         number=chunk.number,
         first_line=chunk.first_line,
         last_line=chunk.last_line,
-        processed=len(chunk.lines),
+        processed=len(chunk.lines) + len(chunk.long_lines),
         records=records,
         rejects=rejects,
         duplicates=duplicates,
