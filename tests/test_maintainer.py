@@ -11,9 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -362,6 +364,47 @@ async def test_custom_table_name_and_schema(pg_dsn: str, tmp_path: Path) -> None
     summary = await run(pg_dsn, path, "s", table="catalog.items")
     assert summary["inserted"] == 120
     assert len(await rows(pg_dsn, '"catalog"."items"')) == 120
+
+
+@pytest.mark.parametrize("grant", ["owned-schema", "granted-public"])
+async def test_migrations_run_without_create_on_the_database(
+    pg_dsn: str, tmp_path: Path, grant: str
+) -> None:
+    """A least-privilege user whose schema an administrator made: it owns the schema, or has
+    USAGE and CREATE on ``public``, and has no CREATE on the database."""
+    role = f"least_{uuid.uuid4().hex[:12]}"
+    schema = "catalog" if grant == "owned-schema" else "public"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
+        if schema == "public":
+            await admin.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')
+        else:
+            await admin.execute(f'CREATE SCHEMA {schema} AUTHORIZATION "{role}"')
+        parts = urlsplit(pg_dsn)
+        dsn = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}").geturl()
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert not await conn.fetchval(
+                "SELECT has_database_privilege(current_database(), 'CREATE')"
+            )
+            # Why the schema is looked up first: the privilege is checked before existence.
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            assert await migrate(conn, Tables.for_table(f"{schema}.products")) == [1, 2, 3]
+            assert await migrate(conn, Tables.for_table(f"{schema}.products")) == []
+        finally:
+            await conn.close()
+        path = data.write(tmp_path / "c.ndjson", catalog(50))
+        summary = await run(dsn, path, "least", table=f"{schema}.products")
+        assert summary["inserted"] == 50
+        assert len(await rows(pg_dsn, f"{schema}.products")) == 50
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
 
 
 ORIGINAL_TABLE = """

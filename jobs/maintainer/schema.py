@@ -138,12 +138,23 @@ async def has_sync_columns(conn: asyncpg.Connection, tables: Tables) -> bool:
     return bool(found == len(SYNC_COLUMNS))
 
 
+async def ensure_schema(conn: asyncpg.Connection, tables: Tables) -> None:
+    """Create the schema only when it is missing.
+
+    PostgreSQL checks the database's CREATE privilege before it looks whether the schema exists,
+    so even ``CREATE SCHEMA IF NOT EXISTS`` fails for a least-privilege user whose schema is there.
+    """
+    schema = quote_ident(tables.schema)
+    if await conn.fetchval("SELECT to_regnamespace($1)", schema) is None:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
 async def migrate(conn: asyncpg.Connection, tables: Tables) -> list[int]:
     """Apply the migrations ``tables`` has not had yet; returns the numbers applied."""
     applied: list[int] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, MIGRATION_LOCK)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(tables.schema)}")
+        await ensure_schema(conn, tables)
         await conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {tables.migrations} (
                     table_name text NOT NULL,

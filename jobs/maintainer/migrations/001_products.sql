@@ -1,6 +1,6 @@
 -- The products table in the shape the original sync created, so its readers keep working.
 -- An existing table of that shape is kept as it is; columns it lacks are added.
-CREATE SCHEMA IF NOT EXISTS {{schema}};
+-- The schema exists by now: migrate() creates it, only when missing, before any migration runs.
 
 CREATE TABLE IF NOT EXISTS {{table}} (
     id text PRIMARY KEY,
