@@ -1,9 +1,10 @@
 """The operator's brain, as one pure function: what a run should look like now, and what to do.
 
-:func:`decide` takes a CatalogSync together with the Jobs and Pods that exist for it and returns the
-status it should have, the Job to create or delete, and the events to post. It reads the Jobs
-first and the recorded status second, so an operator that restarts (or missed watch events) finds
-the same answer from the cluster alone: a Job that exists is adopted, never created again.
+:func:`decide` takes a CatalogSync together with the Jobs and Pods that exist for it (and the
+``FailedCreate`` events of a Job that has no pods) and returns the status it should have, the Job
+to create or delete, and the events to post. It reads the Jobs first and the recorded status
+second, so an operator that restarts (or missed watch events) finds the same answer from the
+cluster alone: a Job that exists is adopted, never created again.
 Nothing here talks to the API, which is what lets every transition be unit-tested.
 """
 
@@ -61,6 +62,8 @@ class StageView:
     pods: Sequence[Mapping[str, Any]] = ()
     blocked_by: str | None = None
     """A Job with this stage's name that belongs to another (older, deleted) CatalogSync."""
+    refusals: Sequence[Mapping[str, Any]] = ()
+    """The Job's ``FailedCreate`` events; looked up only while the Job has no pods."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Observation:
     secret_problems: Sequence[str] | None = None
     """None: not looked at yet. Filled by the caller when a decision asks for it."""
     deadline_grace: float = 120.0
+    pod_creation_grace: float = 60.0
+    """Seconds a Job may go on being refused its pods (a quota may free up) before the run fails."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,11 @@ class _Plan:
         assert view.job is not None
         name = str(view.job["metadata"]["name"])
         self.report_oom(stage, view)
+        refusal = failures.pod_refusal(view.refusals) if not view.pods else None
+        if refusal is not None and (
+            refusal.permanent or refusal.lasted(self.obs.now) >= self.obs.pod_creation_grace
+        ):
+            return self.fail(Failure(stage, "PodCreationFailed", refusal.message), delete=(name,))
         job_started = parse_time(view.job.get("status", {}).get("startTime"))
         deadline = self.run.pods[stage].active_deadline_seconds + self.obs.deadline_grace
         if job_started and (self.obs.now - job_started).total_seconds() > deadline:
@@ -344,6 +354,8 @@ class _Plan:
             message += f", attempt {sub['attempts']}"
         if waiting := failures.pending_reason(view.pods):
             message += f"; {waiting}"
+        elif refusal is not None:
+            message += f"; Job {name} cannot create its pod: {refusal.message}"
         self.patch["message"] = one_line(message)
         self.set_condition(CONDITION_OF[stage], "Unknown", PHASE_OF[stage], f"Job {name} running")
         self.set_condition("Succeeded", "Unknown", PHASE_OF[stage], f"Job {name} running")

@@ -8,6 +8,7 @@ specific of these wins, so ``status.failure`` tells the reader what to change.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,15 @@ import orjson
 
 from catalogsync.common.errors import ExitCode
 from catalogsync.operator.spec import Stage
-from catalogsync.operator.status import one_line
+from catalogsync.operator.status import one_line, parse_time
+
+POD_CREATION_FAILED = "FailedCreate"
+"""The reason of the Warning event the Job controller records on a Job whose pod was refused."""
+
+UNHEALABLE_POD_REFUSALS = ("violates PodSecurity",)
+"""Refusals that retrying cannot lift: the pod template is fixed for the life of the Job."""
+
+_COMBINED = "(combined from similar events): "
 
 GENERIC_REASONS = ("", "Error", "Completed")
 """Reasons that say nothing beyond "it failed"; a more specific one replaces them."""
@@ -208,3 +217,49 @@ def pending_reason(pods: Sequence[Mapping[str, Any]]) -> str | None:
             detail = waiting_state.get("message") or ""
             return f"pod {name} is waiting: {waiting_state['reason']} {detail}".strip()
     return None
+
+
+@dataclass(frozen=True)
+class PodRefusal:
+    """The API server has been refusing the pods of a Job (admission, quota, PriorityClass)."""
+
+    since: dt.datetime | None
+    """When the first refusal was recorded (None if no event says)."""
+    message: str
+    """The newest refusal, as the Job controller worded it."""
+
+    @property
+    def permanent(self) -> bool:
+        return any(marker in self.message for marker in UNHEALABLE_POD_REFUSALS)
+
+    def lasted(self, now: dt.datetime) -> float:
+        return (now - self.since).total_seconds() if self.since is not None else 0.0
+
+
+def _event_time(event: Mapping[str, Any], *fields: str) -> dt.datetime | None:
+    for name in fields:
+        if moment := parse_time(event.get(name)):
+            return moment
+    return parse_time(event.get("metadata", {}).get("creationTimestamp"))
+
+
+def pod_refusal(events: Sequence[Mapping[str, Any]]) -> PodRefusal | None:
+    """What the Job's ``FailedCreate`` events say, or None when there are none.
+
+    Events come in both API shapes: the legacy one (``firstTimestamp``/``lastTimestamp``) and
+    the series one (``eventTime``, ``series.lastObservedTime``).
+    """
+    refused = [e for e in events if e.get("reason") == POD_CREATION_FAILED and e.get("message")]
+    if not refused:
+        return None
+    starts = [t for e in refused if (t := _event_time(e, "firstTimestamp", "eventTime"))]
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+    def last_seen(event: Mapping[str, Any]) -> dt.datetime:
+        series = event.get("series") or {}
+        latest = parse_time(series.get("lastObservedTime"))
+        return latest or _event_time(event, "lastTimestamp", "eventTime") or epoch
+
+    newest = max(refused, key=last_seen)
+    message = str(newest["message"]).removeprefix(_COMBINED)
+    return PodRefusal(min(starts) if starts else None, one_line(message, 1000))

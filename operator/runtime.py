@@ -28,7 +28,9 @@ from catalogsync.operator.decide import (
     decide,
     is_running,
     job_rejected,
+    job_state,
 )
+from catalogsync.operator.failure import POD_CREATION_FAILED
 from catalogsync.operator.jobs import RUN_LABEL, build_job, job_name
 from catalogsync.operator.settings import OperatorSettings
 from catalogsync.operator.spec import STAGES, RunSpec, Stage, resolve
@@ -174,8 +176,41 @@ class Runtime:
                 continue
             job_uid = job["metadata"]["uid"] if job is not None else None
             stage_pods = [p for p in pods.get("items") or [] if job_uid and _owned_by(p, job_uid)]
-            views[stage] = StageView(job=job, pods=stage_pods)
+            refusals: list[dict[str, Any]] = []
+            if job is not None and not stage_pods and job_state(job) == "running":
+                refusals = await self.pod_refusals(run.namespace, job)
+            views[stage] = StageView(job=job, pods=stage_pods, refusals=refusals)
         return views
+
+    async def pod_refusals(self, namespace: str, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The Job controller's ``FailedCreate`` events on ``job`` (its pods were refused).
+
+        Asked only for a running Job without pods, so a healthy run costs no extra call. A failed
+        lookup is logged and treated as none: the run then falls back on its deadline.
+        """
+        _, _, core = self._apis
+        metadata = job["metadata"]
+        selector = ",".join(
+            [
+                "involvedObject.kind=Job",
+                f"involvedObject.name={metadata['name']}",
+                f"involvedObject.uid={metadata['uid']}",
+                f"reason={POD_CREATION_FAILED}",
+            ]
+        )
+        try:
+            events = await self._raw(
+                core.list_namespaced_event(
+                    namespace, field_selector=selector, _preload_content=False
+                )
+            )
+        except Exception as exc:
+            log.warning(
+                "could not list the events of Job %s/%s: %s", namespace, metadata["name"], exc
+            )
+            return []
+        items: list[dict[str, Any]] = events.get("items") or []
+        return items
 
     async def read_secrets(self, namespace: str, names: Iterable[str]) -> dict[str, Any]:
         """``name -> data`` (None when absent). Values stay base64 and go nowhere but the check."""
@@ -217,6 +252,7 @@ class Runtime:
                 now=self.clock(),
                 rivals=rivals,
                 deadline_grace=self.settings.deadline_grace,
+                pod_creation_grace=self.settings.pod_creation_grace,
             )
             decision = decide(obs)
             if decision.needs_secrets:

@@ -151,6 +151,9 @@ class OperatorSettings(BaseSettings):
     """Seconds between re-derivations of every unfinished run (covers missed watch events)."""
     deadline_grace: float = Field(120.0, alias="CATALOGSYNC_DEADLINE_GRACE", ge=0)
     """Seconds past a Job's ``activeDeadlineSeconds`` before the operator fails it itself."""
+    pod_creation_grace: float = Field(60.0, alias="CATALOGSYNC_POD_CREATION_GRACE", ge=0)
+    """Seconds a Job may keep failing to create its pod (quota full, PriorityClass missing) before
+    the operator fails the run; refusals by Pod Security admission fail it at once."""
     liveness_endpoint: str = Field(
         "http://0.0.0.0:8080/healthz", alias="CATALOGSYNC_LIVENESS_ENDPOINT"
     )

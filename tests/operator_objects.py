@@ -114,3 +114,25 @@ def pod(
             "containerStatuses": [{"name": container, "state": state}],
         },
     }
+
+
+def failed_create(
+    job_name: str,
+    message: str,
+    *,
+    first: str = "2026-05-01T11:58:00Z",
+    last: str = "2026-05-01T11:59:30Z",
+    count: int = 5,
+) -> dict[str, Any]:
+    """A ``FailedCreate`` Warning the Job controller records when the API server refuses a pod."""
+    return {
+        "metadata": {"name": f"{job_name}.17a", "namespace": "ns", "creationTimestamp": first},
+        "involvedObject": {"kind": "Job", "name": job_name, "uid": f"{job_name}-uid"},
+        "reason": "FailedCreate",
+        "type": "Warning",
+        "message": message,
+        "firstTimestamp": first,
+        "lastTimestamp": last,
+        "count": count,
+        "source": {"component": "job-controller"},
+    }

@@ -255,6 +255,7 @@ def test_operator_gets_exactly_the_verbs_its_code_uses(default: list[Manifest]) 
         ("", "pods", "watch"),
         ("", "secrets", "get"),
         ("", "events", "create"),
+        ("", "events", "list"),
     }
     assert not find(default, "ClusterRole")
     assert not find(default, "ClusterRoleBinding")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from catalogsync.operator.decide import (
 )
 from catalogsync.operator.spec import Stage, resolve
 from catalogsync.operator.status import changed
-from tests.operator_objects import NOW, cr, job, pod, settings
+from tests.operator_objects import NOW, cr, failed_create, job, pod, settings
 
 FETCHED = {"stage": "fetcher", "ok": True, "bytes": 4096, "records": 20, "total": 20,
            "object": "runs/run-1.ndjson", "sha256": "ab" * 32}  # fmt: skip
@@ -359,6 +360,74 @@ def test_a_job_past_its_deadline_is_stopped_by_the_operator() -> None:
     assert decision.delete == ("run-1-fetcher",)
     assert decision.status["failure"]["reason"] == "DeadlineExceeded"
     assert "activeDeadlineSeconds" in decision.status["failure"]["message"]
+
+
+QUOTA_REFUSAL = (
+    'Error creating: pods "run-1-fetcher-x7k2q" is forbidden: exceeded quota: pods, '
+    "requested: pods=1, used: pods=4, limited: pods=4"
+)
+POD_SECURITY_REFUSAL = (
+    'Error creating: pods "run-1-fetcher-x7k2q" is forbidden: violates PodSecurity '
+    '"restricted:latest": allowPrivilegeEscalation != false (container "fetcher" must set\n'
+    "securityContext.allowPrivilegeEscalation=false)"
+)
+
+
+def refused(*events: dict[str, Any]) -> StageView:
+    return StageView(job=job("run-1-fetcher", active=0), refusals=events)
+
+
+def test_a_job_refused_its_pods_waits_out_the_grace_and_says_why() -> None:
+    view = refused(failed_create("run-1-fetcher", QUOTA_REFUSAL, first="2026-05-01T11:59:30Z"))
+    decision = decide(observe(cr(status=running_status()), fetcher=view))
+    assert decision.finished is None
+    assert decision.delete == ()
+    assert decision.status["phase"] == "Fetching"
+    assert "cannot create its pod" in decision.status["message"]
+    assert "exceeded quota: pods" in decision.status["message"]
+
+
+def test_a_job_refused_its_pods_past_the_grace_fails_the_run_and_is_deleted() -> None:
+    events = [
+        failed_create("run-1-fetcher", "Error creating: an older refusal",
+                      first="2026-05-01T11:58:50Z", last="2026-05-01T11:58:55Z"),
+        failed_create("run-1-fetcher", QUOTA_REFUSAL, first="2026-05-01T11:59:00Z",
+                      last="2026-05-01T11:59:50Z"),
+    ]  # fmt: skip
+    obs = replace(observe(cr(status=running_status()), fetcher=refused(*events)),
+                  pod_creation_grace=60)  # fmt: skip
+    decision = decide(obs)
+    assert decision.delete == ("run-1-fetcher",)
+    assert decision.finished == "Failed"
+    failure = decision.status["failure"]
+    assert failure == {"stage": "fetcher", "reason": "PodCreationFailed", "message": QUOTA_REFUSAL}
+    assert conditions(decision)["Succeeded"] == ("False", "PodCreationFailed")
+    assert reasons(decision) == ["FetchFailed", "SyncFailed"]
+    # The same refusals under a longer grace leave the run waiting.
+    assert decide(replace(obs, pod_creation_grace=90)).finished is None
+
+
+def test_a_pod_security_refusal_fails_the_run_at_once() -> None:
+    moment = "2026-05-01T11:59:59Z"
+    view = refused(failed_create("run-1-fetcher", POD_SECURITY_REFUSAL, first=moment, last=moment))
+    decision = decide(observe(cr(status=running_status()), fetcher=view))
+    assert decision.delete == ("run-1-fetcher",)
+    failure = decision.status["failure"]
+    assert failure["reason"] == "PodCreationFailed"
+    assert failure["message"] == " ".join(POD_SECURITY_REFUSAL.split())
+    assert "\n" not in decision.status["message"]
+
+
+def test_refusals_no_longer_count_once_the_job_has_a_pod() -> None:
+    view = StageView(
+        job=job("run-1-fetcher"),
+        pods=[pod("run-1-fetcher-a", "fetcher")],
+        refusals=[failed_create("run-1-fetcher", POD_SECURITY_REFUSAL)],
+    )
+    decision = decide(observe(cr(status=running_status()), fetcher=view))
+    assert decision.finished is None
+    assert decision.status["phase"] == "Fetching"
+    assert "cannot create" not in decision.status["message"]
 
 
 def test_a_job_name_held_by_an_older_namesake_makes_the_run_wait() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from catalogsync.operator.failure import pending_reason, stage_failure
-from tests.operator_objects import job, pod
+import datetime as dt
+
+from catalogsync.operator.failure import pending_reason, pod_refusal, stage_failure
+from tests.operator_objects import NOW, failed_create, job, pod
 
 
 def failed_job(reason: str, message: str = "") -> dict[str, object]:
@@ -83,3 +85,26 @@ def test_pending_reason_explains_unschedulable_and_missing_config() -> None:
         'pod p2 is waiting: CreateContainerConfigError secret "x" not found'
     )
     assert pending_reason([pod("p3", "maintainer")]) is None
+
+
+def test_pod_refusals_date_from_the_first_and_quote_the_newest() -> None:
+    legacy = failed_create("run-1-fetcher", "(combined from similar events): Error creating: B",
+                           first="2026-05-01T11:59:00Z", last="2026-05-01T11:59:40Z")  # fmt: skip
+    series = {
+        "metadata": {"creationTimestamp": "2026-05-01T11:59:10Z"},
+        "reason": "FailedCreate",
+        "message": "Error creating: C",
+        "eventTime": "2026-05-01T11:58:30.123456Z",
+        "series": {"count": 3, "lastObservedTime": "2026-05-01T11:59:50.000000Z"},
+    }
+    refusal = pod_refusal([legacy, series, {**legacy, "reason": "SuccessfulCreate"}])
+    assert refusal is not None
+    assert refusal.message == "Error creating: C"
+    assert refusal.since == dt.datetime(2026, 5, 1, 11, 58, 30, 123456, tzinfo=dt.UTC)
+    assert not refusal.permanent
+    only_legacy = pod_refusal([legacy])
+    assert only_legacy is not None
+    assert only_legacy.message == "Error creating: B"
+    assert only_legacy.lasted(NOW) == 60.0
+    assert pod_refusal([]) is None
+    assert pod_refusal([{**legacy, "reason": "SuccessfulCreate"}]) is None

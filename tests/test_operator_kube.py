@@ -467,6 +467,25 @@ async def test_a_missing_secret_fails_the_run_before_any_job(
     assert "no-such-secret" in operator.logs()
 
 
+async def test_a_pod_the_api_server_refuses_fails_the_run_instead_of_waiting(
+    cluster: Cluster, control_plane: ControlPlane, medipim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Priority admission refuses a pod naming an absent PriorityClass; the Job has no pod."""
+    await start(cluster, control_plane, medipim, tmp_path, CATALOGSYNC_POD_CREATION_GRACE="2")
+    cluster.create_run("refused", {"fetcher": {"priorityClassName": "does-not-exist"}})
+    ended = functools.partial(cluster.phase_is, "refused", "Failed", "Succeeded")
+    status = await until(ended, "refused to end", 90)
+    assert status["phase"] == "Failed"
+    failure = status["failure"]
+    assert (failure["stage"], failure["reason"]) == ("fetcher", "PodCreationFailed")
+    assert failure["message"].startswith('Error creating: pods "refused-fetcher-')
+    assert "does-not-exist" in failure["message"]
+    assert "\n" not in failure["message"]
+    await until(lambda: "refused-fetcher" not in job_names(cluster), "the Job deleted", 60)
+    assert cluster.items("pods", "catalogsync.io/run=refused") == []
+    assert {"FetchFailed", "SyncFailed"} <= set(cluster.event_reasons("refused"))
+
+
 async def test_history_is_pruned_to_the_limits(
     cluster: Cluster, control_plane: ControlPlane, medipim_factory: MedipimFactory, tmp_path: Path
 ) -> None:
@@ -505,7 +524,7 @@ OPERATOR_RULES = [
      "verbs": ["get", "list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]},
 ]  # fmt: skip
 """What the operator needs in each namespace it watches; the chart's Role must grant this."""
 
