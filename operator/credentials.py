@@ -12,6 +12,7 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from catalogsync.common.config import (
     DatabaseSettings,
@@ -34,6 +35,16 @@ class SecretKey:
     secret: str
     key: str
     env: str
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    """One thing wrong with the Secrets, as ``status.failure`` will report it."""
+
+    reason: Literal["SecretNotFound", "InvalidSecret"]
+    """``SecretNotFound``: a Secret or a key is absent; ``InvalidSecret``: a value is unusable."""
+    message: str
+    """Names the Secret and the key and says how to fix it; never quotes a value."""
 
 
 def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
@@ -65,12 +76,12 @@ def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
 
 def problems(
     needed: Sequence[SecretKey], secrets: Mapping[str, Mapping[str, str] | None], namespace: str
-) -> list[str]:
+) -> list[SecretProblem]:
     """What is wrong with the Secrets (``secrets``: name -> ``data``, None if absent).
 
     Each problem names the Secret and the key and says how to fix it; values are never quoted.
     """
-    found: list[str] = []
+    found: list[SecretProblem] = []
     absent: dict[str, list[str]] = {}
     for item in needed:
         data = secrets.get(item.secret)
@@ -80,28 +91,37 @@ def problems(
                 keys.append(item.key)
             continue
         if item.key not in data:
-            problem = f"Secret {namespace}/{item.secret} has no key {item.key!r}; add it"
+            problem: SecretProblem | None = SecretProblem(
+                "SecretNotFound",
+                f"Secret {namespace}/{item.secret} has no key {item.key!r}; add it",
+            )
         else:
             problem = _malformed(item, data[item.key], namespace)
-        if problem and problem not in found:
+        if problem is not None and problem not in found:
             found.append(problem)
     missing = [
-        f"Secret {namespace}/{name} not found (it must hold "
-        f"{'key' if len(keys) == 1 else 'keys'} {', '.join(repr(k) for k in keys)}); "
-        "create it or point the CatalogSync at another Secret"
+        SecretProblem(
+            "SecretNotFound",
+            f"Secret {namespace}/{name} not found (it must hold "
+            f"{'key' if len(keys) == 1 else 'keys'} {', '.join(repr(k) for k in keys)}); "
+            "create it or point the CatalogSync at another Secret",
+        )
         for name, keys in absent.items()
     ]
     return missing + found
 
 
-def _malformed(item: SecretKey, encoded: str, namespace: str) -> str:
+def _malformed(item: SecretKey, encoded: str, namespace: str) -> SecretProblem | None:
     where = f"key {item.key!r} of Secret {namespace}/{item.secret}"
     try:
         value = base64.b64decode(encoded, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        return f"{where} is not valid UTF-8 text"
+        return SecretProblem("InvalidSecret", f"{where} is not valid UTF-8 text")
     if not value.strip():
-        return f"{where} is empty; put the value in it"
+        return SecretProblem("InvalidSecret", f"{where} is empty; put the value in it")
     if item.key == DATABASE_URL and not value.startswith(("postgresql://", "postgres://")):
-        return f"{where} must be a PostgreSQL URL (postgresql://user:password@host:5432/db)"
-    return ""
+        return SecretProblem(
+            "InvalidSecret",
+            f"{where} must be a PostgreSQL URL (postgresql://user:password@host:5432/db)",
+        )
+    return None

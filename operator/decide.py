@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from catalogsync.operator import failure as failures
+from catalogsync.operator.credentials import SecretProblem
 from catalogsync.operator.failure import Failure
 from catalogsync.operator.jobs import job_name
 from catalogsync.operator.spec import RunSpec, Stage
@@ -74,7 +75,7 @@ class Observation:
     now: dt.datetime
     rivals: Sequence[Mapping[str, Any]] = ()
     """Other CatalogSyncs of the namespace (any catalog; :func:`active_rival` filters)."""
-    secret_problems: Sequence[str] | None = None
+    secret_problems: Sequence[SecretProblem] | None = None
     """None: not looked at yet. Filled by the caller when a decision asks for it."""
     deadline_grace: float = 120.0
     pod_creation_grace: float = 60.0
@@ -297,11 +298,10 @@ class _Plan:
         if self.obs.secret_problems is None:
             self.decision.needs_secrets = self.run.stages if first else (stage,)
             return self.decision
-        if self.obs.secret_problems:
-            text = "; ".join(self.obs.secret_problems)
-            missing = "not found" in text or "has no key" in text
-            reason = "SecretNotFound" if missing else "InvalidSecret"
-            return self.fail(Failure(stage, reason, text))
+        if problems := self.obs.secret_problems:
+            text = "; ".join(problem.message for problem in problems)
+            missing = any(problem.reason == "SecretNotFound" for problem in problems)
+            return self.fail(Failure(stage, "SecretNotFound" if missing else "InvalidSecret", text))
         name = job_name(self.run.name, stage)
         self.decision.create = stage
         self.started()

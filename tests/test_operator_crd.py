@@ -15,6 +15,7 @@ import yaml
 
 from catalogsync.common.config import MaintainerSettings, RunSettings, validate_table_name
 from catalogsync.common.kube import GROUP, KIND, PLURAL, VERSION
+from catalogsync.operator.credentials import SecretProblem
 from catalogsync.operator.decide import COUNT_FIELDS, decide
 from tests import test_operator_decide as scenarios
 from tests.operator_objects import cr
@@ -78,7 +79,7 @@ def test_every_status_field_the_operator_writes_is_declared(crd: dict[str, Any])
     status_schema = schema(crd)["properties"]["status"]
     observations = [
         scenarios.observe(cr()),
-        scenarios.observe(cr(), secrets=["Secret ns/x not found"]),
+        scenarios.observe(cr(), secrets=[SecretProblem("SecretNotFound", "Secret ns/x not found")]),
         scenarios.observe(
             cr(status=scenarios.running_status("maintainer")),
             fetcher=scenarios.succeeded_fetcher(),

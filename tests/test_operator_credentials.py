@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from catalogsync.operator.credentials import problems, required
+from catalogsync.operator.credentials import SecretProblem, problems, required
 from catalogsync.operator.spec import resolve
 from tests.operator_objects import cr, settings
 
@@ -44,17 +44,25 @@ def test_problems_name_secret_and_key_and_never_the_value() -> None:
         "ns",
     )
     assert found == [
-        "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it",
-        "key 'serviceRoleKey' of Secret ns/supabase-storage is empty; put the value in it",
-        "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL "
-        "(postgresql://user:password@host:5432/db)",
+        SecretProblem(
+            "SecretNotFound", "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it"
+        ),
+        SecretProblem(
+            "InvalidSecret",
+            "key 'serviceRoleKey' of Secret ns/supabase-storage is empty; put the value in it",
+        ),
+        SecretProblem(
+            "InvalidSecret",
+            "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL "
+            "(postgresql://user:password@host:5432/db)",
+        ),
     ]
-    assert not any("hunter2" in problem for problem in found)
+    assert not any("hunter2" in problem.message for problem in found)
     missing = problems(needed, {}, "ns")
-    assert missing[0].startswith(
+    assert missing[0].message.startswith(
         "Secret ns/medipim-credentials not found (it must hold keys 'apiKeyId', 'apiKeySecret')"
     )
-    assert len(missing) == 3
+    assert [problem.reason for problem in missing] == ["SecretNotFound"] * 3
 
 
 def test_complete_secrets_have_no_problems() -> None:

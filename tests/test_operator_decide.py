@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from catalogsync.operator.credentials import SecretProblem
 from catalogsync.operator.decide import (
     Decision,
     Observation,
@@ -34,7 +35,7 @@ def observe(
     fetcher: StageView | None = None,
     maintainer: StageView | None = None,
     rivals: Sequence[Mapping[str, Any]] = (),
-    secrets: Sequence[str] | None = (),
+    secrets: Sequence[SecretProblem] | None = (),
     now: dt.datetime = NOW,
     **config: Any,
 ) -> Observation:
@@ -104,7 +105,9 @@ def test_a_new_run_creates_the_fetcher_job_and_starts_fetching() -> None:
 
 
 def test_a_missing_secret_fails_the_run_before_any_job_naming_secret_and_key() -> None:
-    problem = "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it"
+    problem = SecretProblem(
+        "SecretNotFound", "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it"
+    )
     decision = decide(observe(cr(), secrets=[problem]))
     assert decision.create is None
     assert decision.status["phase"] == "Failed"
@@ -119,9 +122,22 @@ def test_a_missing_secret_fails_the_run_before_any_job_naming_secret_and_key() -
 
 
 def test_a_malformed_secret_is_reported_as_invalid_rather_than_missing() -> None:
-    problem = "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL"
+    problem = SecretProblem(
+        "InvalidSecret", "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL"
+    )
     decision = decide(observe(cr(), secrets=[problem]))
     assert decision.status["failure"]["reason"] == "InvalidSecret"
+    assert decision.status["failure"]["message"] == problem.message
+
+
+def test_the_secret_failure_reason_comes_from_the_problems_not_their_wording() -> None:
+    invalid = SecretProblem("InvalidSecret", "key 'url' of Secret ns/db: host not found")
+    missing = SecretProblem("SecretNotFound", "Secret ns/medipim-credentials is absent")
+    decision = decide(observe(cr(), secrets=[invalid]))
+    assert decision.status["failure"]["reason"] == "InvalidSecret"
+    decision = decide(observe(cr(), secrets=[missing, invalid]))
+    assert decision.status["failure"]["reason"] == "SecretNotFound"
+    assert decision.status["failure"]["message"] == f"{missing.message}; {invalid.message}"
 
 
 def test_a_run_without_any_storage_url_fails_as_invalid_configuration() -> None:
