@@ -462,6 +462,77 @@ async def test_same_run_fetched_twice_is_a_fresh_upload(
         await target.storage.aclose()
 
 
+class ChunkCutter:
+    """A proxy in front of the storage server that crashes it between two TUS chunks.
+
+    When the fetcher sends PATCH number ``at`` (so ``at - 1`` chunks are acknowledged), the proxy
+    kills the server before a byte of that request reaches it, starts it again and hangs up: the
+    fetcher has to ask for the offset and resume, however fast or slow the machine is.
+    """
+
+    def __init__(self, server: StorageServer, at: int) -> None:
+        self.server = server
+        self.at = at
+        self.patches = 0
+        self.cut = False
+        self._listener: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._listener is not None
+        port = self._listener.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/storage/v1"
+
+    async def __aenter__(self) -> ChunkCutter:
+        self._listener = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._listener is not None
+        self._listener.close()
+        await self._listener.wait_closed()
+
+    async def _serve(self, client: asyncio.StreamReader, reply: asyncio.StreamWriter) -> None:
+        upstream, forward = await asyncio.open_connection(self.server.host, self.server.port)
+        answers = asyncio.create_task(self._copy(upstream, reply))
+        try:
+            while True:
+                head = await client.readuntil(b"\r\n\r\n")
+                assert b"transfer-encoding" not in head.lower(), head
+                if head.startswith(b"PATCH "):
+                    self.patches += 1
+                    if self.patches == self.at:
+                        await self.server.kill()
+                        self.cut = True
+                        await self.server.start()
+                        return
+                forward.write(head)
+                found = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                remaining = int(found.group(1)) if found else 0
+                while remaining:
+                    body = await client.read(min(remaining, 1 << 16))
+                    if not body:
+                        return
+                    forward.write(body)
+                    remaining -= len(body)
+                await forward.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            answers.cancel()
+            for writer in (forward, reply):
+                writer.close()
+
+    @staticmethod
+    async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        """The server's answers; when it hangs up or dies, the proxy hangs up too."""
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(1 << 16):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+
 @pytest.mark.slow
 async def test_storage_restart_mid_upload_resumes(
     medipim_factory: MedipimFactory, make_storage_server: MakeStorageServer, tmp_path: Path
@@ -470,28 +541,21 @@ async def test_storage_restart_mid_upload_resumes(
     server = await make_storage_server()
     target = supabase_target(server, "", tmp_path)
     patient = {"FETCHER_MAX_ATTEMPTS": "12", "FETCHER_BACKOFF_MAX": "0.5"}
-    fetching = asyncio.create_task(run_fetch(target.env | medipim.env() | patient))
     try:
-        killed_at = None
-        while not fetching.done():
-            received = (await server.stats()).upload_bytes_received
-            if received > 2 * CHUNK:
-                await server.kill()
-                killed_at = received
-                await asyncio.sleep(0.5)
-                await server.start()
-                break
-            await asyncio.sleep(0.005)
-        outcome = await fetching
+        async with ChunkCutter(server, at=3) as cutter:
+            env = target.env | medipim.env() | patient | {"STORAGE_URL": cutter.url}
+            outcome = await run_fetch(env)
         assert_ok(outcome)
         size = outcome.message["bytes"]
-        assert killed_at is not None
-        assert killed_at < size, "the upload finished before the server could be stopped"
+        assert size > 3 * CHUNK
+        assert cutter.cut, "the server was not stopped after two chunks"
+        assert re.search(rf"resuming upload of \S+ at byte {2 * CHUNK}\b", outcome.log)
         stats = await server.stats()
         assert stats.requests["POST upload"] == 1
         assert stats.requests.get("HEAD upload", 0) >= 1
         assert stats.upload_bytes_received < size + CHUNK
         stored = await target.read(target.latest)
         assert hashlib.sha256(stored).hexdigest() == outcome.message["sha256"]
+        assert stored == expected_body(medipim, stored, DEFAULT_QUERY)
     finally:
         await target.storage.aclose()
