@@ -21,11 +21,11 @@ async def api_client() -> Any:
     """An authenticated ``kubernetes_asyncio`` ApiClient; the caller closes it."""
     from kubernetes_asyncio import client, config
 
-    if os.environ.get("KUBECONFIG"):
-        configuration = client.Configuration()
-        await config.load_kube_config(client_configuration=configuration)
+    configuration = client.Configuration()
+    if kubeconfig := os.environ.get("KUBECONFIG"):
+        # Named explicitly: the library reads KUBECONFIG once, when it is first imported.
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
-        configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration)
 
