@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from catalogsync.dev.processes import free_port
 from catalogsync.dev.simulator import PROFILES
 
 KEY_ID = "42"
@@ -88,7 +88,7 @@ def running_simulator(
     started = time.perf_counter()
     subprocess.run([*base, "--build-only"], check=True, stdout=subprocess.DEVNULL)
     built = time.perf_counter() - started
-    port = _free_port()
+    port = free_port()
     args = [*base, "--port", str(port), "--key-id", KEY_ID, "--key-secret", KEY_SECRET]
     args += ["--rate-limit", "0"]
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL)
@@ -103,13 +103,6 @@ def running_simulator(
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_until_up(url: str, child: subprocess.Popen[bytes], timeout: float) -> None:

@@ -24,8 +24,9 @@ import asyncpg
 import pytest
 import yaml
 
-from catalogsync.dev.controlplane import ControlPlane, free_port, write_kubeconfig
+from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
+from catalogsync.dev.processes import free_port
 from catalogsync.dev.simulator import SimulatorServer
 from catalogsync.dev.storage_server import StorageServer
 from catalogsync.operator.settings import CPU_CLASS_LABEL, PERFORMANCE

@@ -24,17 +24,14 @@ directory, and is killed with its group on ``stop``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -48,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from catalogsync.dev.processes import die_with_parent, free_port, process_exists, signal_group
 from catalogsync.dev.service import Service
 
 BINARY_NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -377,13 +375,6 @@ def write_kubeconfig(
 # Processes
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the components bind it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Component:
     """One control-plane process, started in its own process group."""
@@ -402,7 +393,7 @@ class Component:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 # Only a prctl() call between fork and exec: no locks, no allocation to deadlock on.
-                preexec_fn=die_with_parent,  # noqa: PLW1509
+                preexec_fn=die_with_parent(),  # noqa: PLW1509
             )
 
     def check_alive(self) -> None:
@@ -423,29 +414,11 @@ class Component:
         process, self.process = self.process, None
         if process is None:
             return
-        _signal_group(process.pid, signal.SIGTERM)
+        signal_group(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
-        _signal_group(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         process.wait()
-
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the spawning thread's process dies.
-
-    Keeps a killed test run (CI timeout, SIGKILL) from leaving servers holding ports behind.
-    """
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def sweep_stale_workdirs() -> None:
@@ -460,18 +433,8 @@ def sweep_stale_workdirs() -> None:
             owner = int((workdir / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
-        if not _process_exists(owner):
+        if not process_exists(owner):
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wait_until(what: str, probe: Probe, components: Sequence[Component], timeout: float) -> None:

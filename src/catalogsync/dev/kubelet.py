@@ -76,7 +76,8 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 
-from catalogsync.dev.controlplane import ClusterAccess, die_with_parent, write_kubeconfig
+from catalogsync.dev.controlplane import ClusterAccess, write_kubeconfig
+from catalogsync.dev.processes import die_with_parent
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -696,7 +697,7 @@ class PodWorker:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=die_with_parent,
+                    preexec_fn=die_with_parent(),
                 )
         except OSError as exc:
             run.state = {

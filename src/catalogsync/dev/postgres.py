@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import importlib.util
 import os
@@ -23,19 +21,17 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from catalogsync.dev.processes import die_with_parent, free_port, process_exists
 from catalogsync.dev.service import Service
 
-PR_SET_PDEATHSIG = 1
 DEFAULT_USER = "nobody"
 SUPERUSER = "postgres"
 PREFIX = "catalogsync-pg-"
@@ -67,36 +63,6 @@ def embedded_bindir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _pdeathsig() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGINT (fast shutdown) when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
-
-    return preexec
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale(older_than: float = 300.0) -> None:
     """Remove data directories left by owners that were killed (their servers died with them)."""
     now = time.time()
@@ -105,7 +71,7 @@ def sweep_stale(older_than: float = 300.0) -> None:
             if now - root.stat().st_mtime < older_than:
                 continue
             pidfile = root / "data" / "postmaster.pid"
-            if pidfile.exists() and _alive(int(pidfile.read_text().split()[0])):
+            if pidfile.exists() and process_exists(int(pidfile.read_text().split()[0])):
                 continue
         except (OSError, ValueError, IndexError):
             continue
@@ -265,7 +231,7 @@ class LocalPostgres(Service):
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
                 start_new_session=True,
-                preexec_fn=_pdeathsig(),  # noqa: PLW1509 - started from the owning thread
+                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - from the owning thread
                 **self._as_user(),
             )
         deadline = time.monotonic() + 60
