@@ -1,125 +1,28 @@
-"""Where catalogs are kept between the fetcher and the maintainer.
+"""Supabase Storage: TUS uploads, copy-with-upsert to publish, streamed ranged downloads.
 
-Two backends behind one interface: Supabase Storage (TUS uploads, copy-with-upsert to publish,
-streamed downloads) and a local directory (``file:///dir``, publish by atomic rename) for the local
-demo and for users without Supabase. ``open_storage`` picks one from ``STORAGE_URL``.
+Supabase reports most failures as HTTP 400 with the real status and code in a JSON body; the
+functions here read those shapes and map each failure onto the exit-code contract.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-import os
-import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
-from urllib.parse import quote, unquote, urlparse
+from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import orjson
 
-from catalogsync.common.config import StorageSettings
 from catalogsync.common.errors import PermanentError, SyncError, TransientError
 from catalogsync.common.retry import RetryPolicy
-from catalogsync.common.tus import TusCommunicationError, describe, new_uploader
+from catalogsync.common.storage.protocol import STREAM_CHUNK, ObjectInfo, UploadProgress
+from catalogsync.common.storage.tus import TusCommunicationError, describe, new_uploader
 
 log = logging.getLogger(__name__)
-
-STREAM_CHUNK = 1024 * 1024
-"""Bytes per chunk handed to a reader of :meth:`Storage.stream`."""
-
-UploadProgress = Callable[[int, int], Awaitable[None]]
-"""Called with (bytes the server has acknowledged, object size) after each acknowledged chunk."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-class Storage(Protocol):
-    """What the jobs need from a storage backend, and nothing more."""
-
-    async def upload(
-        self,
-        key: str,
-        source: Path,
-        *,
-        metadata: Mapping[str, str],
-        progress: UploadProgress | None = None,
-    ) -> ObjectInfo:
-        """Store ``source`` at ``key``, overwriting; resumes an interrupted upload of this run."""
-        ...
-
-    async def publish(self, source_key: str, dest_key: str, *, metadata: Mapping[str, str]) -> None:
-        """Make ``dest_key`` hold ``source_key``'s bytes in one step: never a partial object."""
-        ...
-
-    def stream(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes, streamed in chunks, never held whole in memory."""
-        ...
-
-    async def info(self, key: str) -> ObjectInfo | None:
-        """Size and metadata, or ``None`` when there is no such object."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-def storage_api_url(url: str) -> str:
-    """The Storage API base for a configured URL (see ``StorageSettings.url``)."""
-    base = url.rstrip("/")
-    if base.endswith("/storage/v1"):
-        return base
-    parsed = urlparse(base)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise PermanentError(
-            f"STORAGE_URL {url!r} is not usable: give https://<ref>.supabase.co, a Storage API URL "
-            "ending in /storage/v1, or file:///absolute/dir",
-            reason="InvalidConfiguration",
-        )
-    return f"{base}/storage/v1"
-
-
-def open_storage(
-    settings: StorageSettings,
-    *,
-    chunk_size: int = 6 * 1024 * 1024,
-    retry: RetryPolicy | None = None,
-    timeout: float = 120.0,
-) -> Storage:
-    """The backend named by ``STORAGE_URL``: ``file://`` for a directory, else Supabase Storage.
-
-    ``chunk_size`` is the TUS PATCH size (hosted Supabase requires 6 MiB), ``retry`` governs every
-    transient failure and ``timeout`` is the longest silence tolerated on one request.
-    """
-    policy = retry or RetryPolicy()
-    if settings.url.startswith("file:"):
-        return FileStorage.from_url(settings.url, settings.bucket)
-    if not settings.service_role_key:
-        raise PermanentError(
-            "STORAGE_SERVICE_ROLE_KEY is empty: put the service role key under key "
-            f"'serviceRoleKey' of Secret '{settings.credentials_secret}'",
-            reason="SecretKeyMissing",
-        )
-    return SupabaseStorage(
-        storage_api_url(settings.url),
-        settings.bucket,
-        settings.service_role_key,
-        credentials_secret=settings.credentials_secret,
-        chunk_size=chunk_size,
-        retry=policy,
-        timeout=timeout,
-    )
-
-
-# --- Supabase Storage -------------------------------------------------------------------------
 
 
 def _error_body(content: bytes) -> dict[str, Any]:
@@ -446,139 +349,3 @@ class SupabaseStorage:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-# --- Local directory --------------------------------------------------------------------------
-
-SIDECAR_SUFFIX = ".meta.json"
-
-
-class FileStorage:
-    """Objects as files under ``<root>/<bucket>/``; user metadata in a ``.meta.json`` sidecar.
-
-    Every write goes to a temporary file in the destination's directory and is renamed into place,
-    so a reader sees the old object or the new one, never a partial file. The sidecar is renamed
-    right after the object, so for a moment a reader may pair new bytes with the old metadata.
-    """
-
-    def __init__(self, root: Path, bucket: str) -> None:
-        self.root = root / bucket
-
-    @classmethod
-    def from_url(cls, url: str, bucket: str) -> FileStorage:
-        parsed = urlparse(url)
-        path = Path(unquote(parsed.path))
-        if parsed.netloc not in ("", "localhost") or not path.is_absolute():
-            raise PermanentError(
-                f"STORAGE_URL {url!r} is not a usable file URL: write file:///absolute/dir",
-                reason="InvalidConfiguration",
-            )
-        return cls(path, bucket)
-
-    def path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise PermanentError(f"invalid storage key {key!r}", reason="InvalidConfiguration")
-        return self.root.joinpath(*parts)
-
-    def _sidecar(self, key: str) -> Path:
-        target = self.path(key)
-        return target.with_name(target.name + SIDECAR_SUFFIX)
-
-    async def info(self, key: str) -> ObjectInfo | None:
-        return await asyncio.to_thread(self._info, key)
-
-    def _info(self, key: str) -> ObjectInfo | None:
-        try:
-            size = self.path(key).stat().st_size
-        except FileNotFoundError:
-            return None
-        try:
-            raw = orjson.loads(self._sidecar(key).read_bytes())
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            raw = {}
-        metadata = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-        return ObjectInfo(key=key, size=size, metadata=metadata)
-
-    async def stream(self, key: str) -> AsyncIterator[bytes]:
-        try:
-            handle = await asyncio.to_thread(self.path(key).open, "rb")
-        except FileNotFoundError:
-            raise PermanentError(
-                f"no object {key!r} in {self.root}", reason="ObjectNotFound"
-            ) from None
-        try:
-            while chunk := await asyncio.to_thread(handle.read, STREAM_CHUNK):
-                yield chunk
-        finally:
-            handle.close()
-
-    async def upload(
-        self,
-        key: str,
-        source: Path,
-        *,
-        metadata: Mapping[str, str],
-        progress: UploadProgress | None = None,
-    ) -> ObjectInfo:
-        target = self.path(key)
-        size = await asyncio.to_thread(self._place, key, lambda tmp: _copy_file(source, tmp))
-        await asyncio.to_thread(self._write_sidecar, key, metadata)
-        if progress is not None:
-            await progress(size, size)
-        log.info("stored %s (%d bytes) at %s", key, size, target)
-        return ObjectInfo(key=key, size=size, metadata=dict(metadata))
-
-    async def publish(self, source_key: str, dest_key: str, *, metadata: Mapping[str, str]) -> None:
-        """Hard-links the run object under a temporary name, then renames it over ``dest_key``.
-
-        Objects are only ever replaced by rename, never rewritten in place, so sharing an inode
-        with the run object is safe. Falls back to a copy where hard links are not allowed.
-        """
-        source = self.path(source_key)
-        if not source.is_file():
-            raise PermanentError(
-                f"cannot publish {source_key!r}: no such object in {self.root}",
-                reason="ObjectNotFound",
-            )
-
-        def link_or_copy(tmp: Path) -> None:
-            try:
-                os.link(source, tmp)
-            except OSError:
-                _copy_file(source, tmp)
-
-        await asyncio.to_thread(self._place, dest_key, link_or_copy)
-        await asyncio.to_thread(self._write_sidecar, dest_key, metadata)
-
-    def _place(self, key: str, fill: Callable[[Path], object]) -> int:
-        """Fill a temporary sibling of ``key`` and rename it into place; returns the size."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(fill):x}.tmp")
-        try:
-            fill(tmp)
-            os.replace(tmp, target)
-        finally:
-            _unlink_quietly(tmp)
-        return target.stat().st_size
-
-    def _write_sidecar(self, key: str, metadata: Mapping[str, str]) -> None:
-        data = orjson.dumps(dict(metadata), option=orjson.OPT_SORT_KEYS)
-        self._place(key + SIDECAR_SUFFIX, lambda tmp: tmp.write_bytes(data))
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    """Copies ``source`` and flushes it to disk, so a rename never exposes unwritten data."""
-    with source.open("rb") as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, STREAM_CHUNK)
-        dst.flush()
-        os.fsync(dst.fileno())
