@@ -1,7 +1,7 @@
 """The database objects the maintainer owns, and the migrations that create or upgrade them.
 
 Identifiers cannot be bind parameters, so every table name reaches SQL text through
-:func:`quote_table`, which accepts only what ``validate_table_name`` accepts and quotes it anyway.
+:class:`Tables`, which accepts only what ``validate_table_name`` accepts and quotes it anyway.
 Migrations are numbered SQL files in ``migrations/``, each applied once per target table, in its
 own transaction, under a transaction-level advisory lock so that two maintainers starting together
 cannot apply the same one twice. Every statement is also written to be harmless when repeated.
@@ -49,12 +49,6 @@ def split_table(value: str) -> tuple[str, str]:
     return schema, name
 
 
-def quote_table(value: str) -> str:
-    """``"schema"."table"`` for a configured table name; the one way table names enter SQL."""
-    schema, name = split_table(value)
-    return f"{quote_ident(schema)}.{quote_ident(name)}"
-
-
 @dataclass(frozen=True)
 class Tables:
     """The quoted names of the products table and its bookkeeping tables."""
@@ -74,9 +68,10 @@ class Tables:
 
     @property
     def products(self) -> str:
-        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+        return self.bookkeeping(self.name)
 
     def bookkeeping(self, name: str) -> str:
+        """``"schema"."name"``: the one way a table name enters SQL."""
         return f"{quote_ident(self.schema)}.{quote_ident(name)}"
 
     @property

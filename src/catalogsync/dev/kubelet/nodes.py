@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from catalogsync.dev.kubelet.api import Obj, now
 
 POD_IP = "127.0.0.1"
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
 @dataclass
