@@ -35,6 +35,8 @@ class SecretKey:
     secret: str
     key: str
     env: str
+    stage: Stage
+    """The stage whose pod reads it (a Secret both stages read is listed for each)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class SecretProblem:
     """``SecretNotFound``: a Secret or a key is absent; ``InvalidSecret``: a value is unusable."""
     message: str
     """Names the Secret and the key and says how to fix it; never quotes a value."""
+    stage: Stage
+    """The first stage of the run that reads the Secret: the one a failure is reported for."""
 
 
 def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
@@ -57,20 +61,26 @@ def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
                 run.storage_secret,
                 SERVICE_ROLE_KEY,
                 env_name(StorageSettings, "service_role_key"),
+                stage,
             )
         ]
     )
     if stage == "fetcher":
         return [
-            SecretKey(run.source_secret, API_KEY_ID, env_name(MedipimSettings, "api_key_id")),
             SecretKey(
-                run.source_secret, API_KEY_SECRET, env_name(MedipimSettings, "api_key_secret")
+                run.source_secret, API_KEY_ID, env_name(MedipimSettings, "api_key_id"), stage
+            ),
+            SecretKey(
+                run.source_secret,
+                API_KEY_SECRET,
+                env_name(MedipimSettings, "api_key_secret"),
+                stage,
             ),
             *storage,
         ]
     return [
         *storage,
-        SecretKey(run.database_secret, DATABASE_URL, env_name(DatabaseSettings, "url")),
+        SecretKey(run.database_secret, DATABASE_URL, env_name(DatabaseSettings, "url"), stage),
     ]
 
 
@@ -81,12 +91,12 @@ def problems(
 
     Each problem names the Secret and the key and says how to fix it; values are never quoted.
     """
-    found: list[SecretProblem] = []
-    absent: dict[str, list[str]] = {}
+    found: dict[str, SecretProblem] = {}
+    absent: dict[str, tuple[Stage, list[str]]] = {}
     for item in needed:
         data = secrets.get(item.secret)
         if data is None:
-            keys = absent.setdefault(item.secret, [])
+            _, keys = absent.setdefault(item.secret, (item.stage, []))
             if item.key not in keys:
                 keys.append(item.key)
             continue
@@ -94,21 +104,23 @@ def problems(
             problem: SecretProblem | None = SecretProblem(
                 "SecretNotFound",
                 f"Secret {namespace}/{item.secret} has no key {item.key!r}; add it",
+                item.stage,
             )
         else:
             problem = _malformed(item, data[item.key], namespace)
-        if problem is not None and problem not in found:
-            found.append(problem)
+        if problem is not None:
+            found.setdefault(problem.message, problem)
     missing = [
         SecretProblem(
             "SecretNotFound",
             f"Secret {namespace}/{name} not found (it must hold "
             f"{'key' if len(keys) == 1 else 'keys'} {', '.join(repr(k) for k in keys)}); "
             "create it or point the CatalogSync at another Secret",
+            stage,
         )
-        for name, keys in absent.items()
+        for name, (stage, keys) in absent.items()
     ]
-    return missing + found
+    return missing + list(found.values())
 
 
 def _malformed(item: SecretKey, encoded: str, namespace: str) -> SecretProblem | None:
@@ -116,12 +128,13 @@ def _malformed(item: SecretKey, encoded: str, namespace: str) -> SecretProblem |
     try:
         value = base64.b64decode(encoded, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        return SecretProblem("InvalidSecret", f"{where} is not valid UTF-8 text")
+        return SecretProblem("InvalidSecret", f"{where} is not valid UTF-8 text", item.stage)
     if not value.strip():
-        return SecretProblem("InvalidSecret", f"{where} is empty; put the value in it")
+        return SecretProblem("InvalidSecret", f"{where} is empty; put the value in it", item.stage)
     if item.key == DATABASE_URL and not value.startswith(("postgresql://", "postgres://")):
         return SecretProblem(
             "InvalidSecret",
             f"{where} must be a PostgreSQL URL (postgresql://user:password@host:5432/db)",
+            item.stage,
         )
     return None

@@ -19,7 +19,7 @@ from catalogsync.operator import failure as failures
 from catalogsync.operator.credentials import SecretProblem
 from catalogsync.operator.failure import Failure
 from catalogsync.operator.jobs import job_name
-from catalogsync.operator.spec import RunSpec, Stage
+from catalogsync.operator.spec import STAGES, RunSpec, Stage
 from catalogsync.operator.status import (
     MAINTAINER_OUTCOMES,
     RUNNING_PHASES,
@@ -301,7 +301,10 @@ class _Plan:
         if problems := self.obs.secret_problems:
             text = "; ".join(problem.message for problem in problems)
             missing = any(problem.reason == "SecretNotFound" for problem in problems)
-            return self.fail(Failure(stage, "SecretNotFound" if missing else "InvalidSecret", text))
+            # The stage that reads the Secret, not the one about to start: a missing database
+            # Secret is the maintainer's problem even though the run stops before the fetch.
+            user = min((problem.stage for problem in problems), key=STAGES.index)
+            return self.fail(Failure(user, "SecretNotFound" if missing else "InvalidSecret", text))
         name = job_name(self.run.name, stage)
         self.decision.create = stage
         self.started()

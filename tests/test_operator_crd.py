@@ -79,7 +79,9 @@ def test_every_status_field_the_operator_writes_is_declared(crd: dict[str, Any])
     status_schema = schema(crd)["properties"]["status"]
     observations = [
         scenarios.observe(cr()),
-        scenarios.observe(cr(), secrets=[SecretProblem("SecretNotFound", "Secret ns/x not found")]),
+        scenarios.observe(
+            cr(), secrets=[SecretProblem("SecretNotFound", "Secret ns/x not found", "fetcher")]
+        ),
         scenarios.observe(
             cr(status=scenarios.running_status("maintainer")),
             fetcher=scenarios.succeeded_fetcher(),

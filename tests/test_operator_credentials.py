@@ -45,16 +45,20 @@ def test_problems_name_secret_and_key_and_never_the_value() -> None:
     )
     assert found == [
         SecretProblem(
-            "SecretNotFound", "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it"
+            "SecretNotFound",
+            "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it",
+            "fetcher",
         ),
         SecretProblem(
             "InvalidSecret",
             "key 'serviceRoleKey' of Secret ns/supabase-storage is empty; put the value in it",
+            "fetcher",
         ),
         SecretProblem(
             "InvalidSecret",
             "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL "
             "(postgresql://user:password@host:5432/db)",
+            "maintainer",
         ),
     ]
     assert not any("hunter2" in problem.message for problem in found)
@@ -63,6 +67,16 @@ def test_problems_name_secret_and_key_and_never_the_value() -> None:
         "Secret ns/medipim-credentials not found (it must hold keys 'apiKeyId', 'apiKeySecret')"
     )
     assert [problem.reason for problem in missing] == ["SecretNotFound"] * 3
+    assert [problem.stage for problem in missing] == ["fetcher", "fetcher", "maintainer"]
+
+
+def test_a_secret_only_the_maintainer_reads_is_reported_for_the_maintainer() -> None:
+    run = resolve(cr(spec={"mode": "MaintainOnly"}), settings())
+    found = problems(required(run, "maintainer"), {"supabase-storage": {}}, "ns")
+    assert [(problem.stage, problem.reason) for problem in found] == [
+        ("maintainer", "SecretNotFound"),
+        ("maintainer", "SecretNotFound"),
+    ]
 
 
 def test_complete_secrets_have_no_problems() -> None:

@@ -106,7 +106,9 @@ def test_a_new_run_creates_the_fetcher_job_and_starts_fetching() -> None:
 
 def test_a_missing_secret_fails_the_run_before_any_job_naming_secret_and_key() -> None:
     problem = SecretProblem(
-        "SecretNotFound", "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it"
+        "SecretNotFound",
+        "Secret ns/medipim-credentials has no key 'apiKeySecret'; add it",
+        "fetcher",
     )
     decision = decide(observe(cr(), secrets=[problem]))
     assert decision.create is None
@@ -123,16 +125,34 @@ def test_a_missing_secret_fails_the_run_before_any_job_naming_secret_and_key() -
 
 def test_a_malformed_secret_is_reported_as_invalid_rather_than_missing() -> None:
     problem = SecretProblem(
-        "InvalidSecret", "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL"
+        "InvalidSecret",
+        "key 'url' of Secret ns/catalog-database must be a PostgreSQL URL",
+        "maintainer",
     )
     decision = decide(observe(cr(), secrets=[problem]))
     assert decision.status["failure"]["reason"] == "InvalidSecret"
     assert decision.status["failure"]["message"] == problem.message
 
 
+def test_a_secret_problem_names_the_stage_that_reads_the_secret() -> None:
+    """The database Secret is the maintainer's, though the run stops before the fetch."""
+    database = SecretProblem("SecretNotFound", "Secret ns/catalog-database not found", "maintainer")
+    decision = decide(observe(cr(), secrets=[database]))
+    assert decision.create is None
+    assert decision.status["failure"]["stage"] == "maintainer"
+    assert conditions(decision)["Maintained"] == ("False", "SecretNotFound")
+    assert "Fetched" not in conditions(decision)
+    assert reasons(decision) == ["MaintainFailed", "SyncFailed"]
+    source = SecretProblem("SecretNotFound", "Secret ns/medipim-credentials not found", "fetcher")
+    decision = decide(observe(cr(), secrets=[database, source]))
+    assert decision.status["failure"]["stage"] == "fetcher"
+
+
 def test_the_secret_failure_reason_comes_from_the_problems_not_their_wording() -> None:
-    invalid = SecretProblem("InvalidSecret", "key 'url' of Secret ns/db: host not found")
-    missing = SecretProblem("SecretNotFound", "Secret ns/medipim-credentials is absent")
+    invalid = SecretProblem(
+        "InvalidSecret", "key 'url' of Secret ns/db: host not found", "maintainer"
+    )
+    missing = SecretProblem("SecretNotFound", "Secret ns/medipim-credentials is absent", "fetcher")
     decision = decide(observe(cr(), secrets=[invalid]))
     assert decision.status["failure"]["reason"] == "InvalidSecret"
     decision = decide(observe(cr(), secrets=[missing, invalid]))
