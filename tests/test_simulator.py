@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -496,6 +497,66 @@ async def test_versions_switch_over_http_too(medipim: SimulatorServer) -> None:
     assert set(switched.json()["changed"]) == medipim.catalog.changes().changed
     assert stats["version"] == medipim.version == 2
     assert "__sim__" not in str(stats["requests"])
+
+
+async def test_a_live_mutation_bumps_updated_at_of_every_change_to_its_instant(
+    medipim_factory: MedipimFactory, tmp_path: Path
+) -> None:
+    day = Mutation(changed=0.01, added=0.0, removed=0.0, replaced=0.002, status_changed=0.005)
+    catalog = Catalog(seed=7, products=2_000, mutation=day, cache_dir=tmp_path)
+    medipim = await medipim_factory(catalog)
+    before = {p["id"]: p for p in await products(medipim)}
+    at = int(time.time())
+    async with httpx.AsyncClient(base_url=medipim.url) as http:
+        answer = (await http.post("/__sim__/advance", json={"at": at})).json()
+    changes = medipim.catalog.changes()
+    assert medipim.version == answer["version"] == 2
+    assert changes.since == at
+    assert set(answer["statusChanged"]) == changes.status_changed
+    assert (len(changes.changed), len(changes.status_changed)) == (20, 10)
+    after = {p["id"]: p for p in await products(medipim)}
+    for product_id in changes.status_changed:
+        was, now = before[product_id], after[product_id]
+        assert {was["status"], now["status"]} == {"active", "inactive"}
+        assert now["meta"]["updatedAt"] == at
+    differs = {i for i in before if without_embed(before[i]) != without_embed(after[i])}
+    assert differs == changes.changed | changes.replaced | changes.status_changed
+    assert {i for i, p in after.items() if p["meta"]["updatedAt"] >= at} == changes.touched
+    # updatedSince is inclusive at the boundary, a {from, until} range at both ends
+    since = await products(medipim, {"updatedSince": at})
+    assert {p["id"] for p in since} == changes.touched
+    assert await products(medipim, {"updatedSince": at + 1}) == []
+    window = await products(medipim, {"updatedSince": {"from": at, "until": at}})
+    assert {p["id"] for p in window} == changes.touched
+    assert await products(medipim, {"updatedSince": {"from": 0, "until": at - 1}}) != []
+    by_touch = await products(medipim, {"updatedSince": at - 3600}, {"touchedAt": "ASC"})
+    assert {p["id"] for p in by_touch} == changes.touched
+    # a second live mutation continues from the first, and its own instant
+    later = medipim.advance(at + 60)
+    assert later.version == 3
+    assert later.changes().since == at + 60
+    assert {p["id"] for p in await products(medipim, {"updatedSince": at + 1})} == (
+        later.changes().touched
+    )
+
+
+def test_live_versions_render_deterministically_and_refuse_going_back(tmp_path: Path) -> None:
+    day = Mutation(changed=0.05, status_changed=0.01)
+    first = Catalog(seed=8, products=300, mutation=day, cache_dir=tmp_path / "a").advance(
+        1_800_000_000
+    )
+    second = Catalog(seed=8, products=300, mutation=day, cache_dir=tmp_path / "b").advance(
+        1_800_000_000
+    )
+    assert first.name == second.name
+    assert first.snapshot().data[:] == second.snapshot().data[:]
+    assert first.taken_at == 1_800_000_001
+    with pytest.raises(ValueError, match="before"):
+        first.advance(1_700_000_000)
+    with pytest.raises(ValueError, match="calendar"):
+        Catalog(seed=8, products=300, version=2, cache_dir=tmp_path).advance()
+    first.close()
+    second.close()
 
 
 # -- faults -----------------------------------------------------------------------------------

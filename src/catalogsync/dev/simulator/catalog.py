@@ -14,10 +14,11 @@ import bisect
 import fcntl
 import mmap
 import os
+import time
 from array import array
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,14 @@ from catalogsync.dev.simulator.generator import (
     Rendered,
     product_id,
 )
-from catalogsync.dev.simulator.versions import ChangeSet, History, Mutation, history, version_time
+from catalogsync.dev.simulator.versions import (
+    ChangeSet,
+    History,
+    Mutation,
+    check_live_times,
+    history,
+    version_time,
+)
 
 PARALLEL_THRESHOLD = 20_000
 """Catalogs at least this large render in worker processes."""
@@ -88,10 +96,12 @@ class Catalog:
         version: int = 1,
         *,
         mutation: Mutation | None = None,
+        times: tuple[int, ...] = (),
         cache_dir: Path | str | None = None,
         workers: int | None = None,
     ) -> None:
         version_time(version)
+        check_live_times(times)
         if line_bytes < 1:
             raise ValueError(f"line_bytes must be positive, not {line_bytes}")
         self.seed = seed
@@ -99,6 +109,8 @@ class Catalog:
         self.line_bytes = line_bytes
         self.version = version
         self.mutation = mutation or Mutation()
+        self.times = tuple(times)
+        """Change instants of live versions 2, 3, ... (see ``advance``)."""
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root()
         self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
         self._snapshot: Snapshot | None = None
@@ -122,6 +134,33 @@ class Catalog:
             self.line_bytes,
             version,
             mutation=self.mutation,
+            times=self.times,
+            cache_dir=self.cache_dir,
+            workers=self.workers,
+        )
+
+    def advance(self, at: int | None = None) -> Catalog:
+        """The next version as a *live* one: every product it changes (content, status,
+        replacement, addition) carries ``meta.updatedAt == at`` (default: now, in unix seconds).
+
+        This is how a test mutates the catalog between two runs: a run that started before
+        ``at`` and asks for ``updatedSince`` at or before ``at`` gets exactly the changes.
+        """
+        if self.version != len(self.times) + 1:
+            raise ValueError(
+                f"{self!r} follows the simulated calendar; advance() continues only version 1 "
+                "or a live version"
+            )
+        instant = int(time.time()) if at is None else at
+        if instant < self.taken_at:
+            raise ValueError(f"{instant} is before {self!r} was taken ({self.taken_at})")
+        return Catalog(
+            self.seed,
+            self.products,
+            self.line_bytes,
+            self.version + 1,
+            mutation=self.mutation,
+            times=(*self.times, instant),
             cache_dir=self.cache_dir,
             workers=self.workers,
         )
@@ -136,12 +175,12 @@ class Catalog:
 
     @property
     def history(self) -> History:
-        return history(self.seed, self.products, self.mutation)
+        return history(self.seed, self.products, self.mutation, self.times[: self.version - 1])
 
     @property
     def taken_at(self) -> int:
         """Snapshot time of this version: every ``meta.updatedAt`` in it is earlier."""
-        return version_time(self.version)
+        return self.history.taken_at(self.version)
 
     def states(self) -> dict[int, ProductState]:
         return self.history.states(self.version)
@@ -171,7 +210,9 @@ class Catalog:
             "version": self.version,
         }
         if self.version > 1:
-            params["mutation"] = asdict(self.mutation)
+            params["mutation"] = self.mutation.key()
+        if self.times[: self.version - 1]:
+            params["times"] = self.times[: self.version - 1]
         digest = xxhash.xxh64_hexdigest(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))[:8]
         return f"s{self.seed}-p{self.products}-b{self.line_bytes}-v{self.version}-{digest}"
 

@@ -47,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--removed", type=float, default=Mutation.removed)
     size.add_argument("--replaced", type=float, default=Mutation.replaced)
     size.add_argument(
+        "--status-changed",
+        type=float,
+        default=Mutation.status_changed,
+        help="share switched between active and inactive per version (default %(default)s)",
+    )
+    size.add_argument(
         "--build-only",
         action="store_true",
         help="render the catalog into the cache, print its path and exit",
@@ -81,7 +87,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     setup_logging("text")
     profile = PROFILES[args.profile]
-    mutation = Mutation(args.changed, args.added, args.removed, args.replaced)
+    mutation = Mutation(args.changed, args.added, args.removed, args.replaced, args.status_changed)
     catalog = Catalog(
         seed=args.seed,
         products=args.products or profile.products,
@@ -123,5 +129,9 @@ async def _serve(server: SimulatorServer) -> None:
     async with server:
         for name, value in server.env().items():
             print(f"{name}={value}", flush=True)
-        print(f"# admin: {server.url}/__sim__/stats, /__sim__/faults, /__sim__/version", flush=True)
+        print(
+            f"# admin: {server.url}/__sim__/stats, /__sim__/faults, /__sim__/version, "
+            "/__sim__/advance",
+            flush=True,
+        )
         await stop.wait()

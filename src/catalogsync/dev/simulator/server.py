@@ -111,6 +111,8 @@ class SimulatorServer(AsyncService):
         """Requests per endpoint (``products/stream``, ``brands/query``, ...), any outcome."""
         self.statuses: collections.Counter[tuple[str, int]] = collections.Counter()
         self.user_agents: list[str] = []
+        self.bytes_sent = 0
+        """Body bytes of every products stream written so far (what a client received)."""
         self._universe = Universe(self.catalog.seed, self.catalog.products)
         self._last_ts = 0
         self._runner: web.AppRunner | None = None
@@ -167,6 +169,20 @@ class SimulatorServer(AsyncService):
         log.info("MediPim simulator now serves version %d", version)
         return catalog
 
+    def advance(self, at: int | None = None) -> Catalog:
+        """Mutate the served catalog now: serve ``catalog.advance(at)`` (blocking while the new
+        version renders), whose every change carries ``meta.updatedAt == at`` (default: now)."""
+        catalog = self.catalog.advance(at)
+        catalog.snapshot()
+        self._retired.append(self.catalog)
+        self.catalog = catalog
+        log.info(
+            "MediPim simulator now serves live version %d (changes at %d)",
+            catalog.version,
+            catalog.times[-1],
+        )
+        return catalog
+
     def add_key(self, key_id: str, key_secret: str) -> None:
         self.keys[key_id] = key_secret
 
@@ -175,6 +191,7 @@ class SimulatorServer(AsyncService):
         self.requests.clear()
         self.statuses.clear()
         self.user_agents.clear()
+        self.bytes_sent = 0
         self.rate.reset()
         self.faults.clear()
         self.faults.fired.clear()
@@ -192,6 +209,7 @@ class SimulatorServer(AsyncService):
         app.router.add_post("/__sim__/faults", self._admin_faults)
         app.router.add_delete("/__sim__/faults", self._admin_clear_faults)
         app.router.add_post("/__sim__/version", self._admin_version)
+        app.router.add_post("/__sim__/advance", self._admin_advance)
         app.router.add_get("/__sim__/changes", self._admin_changes)
         app.router.add_post("/__sim__/reset", self._admin_reset)
         return app
@@ -313,6 +331,7 @@ class SimulatorServer(AsyncService):
                 await throttle.write(response, piece)
                 position += len(piece)
                 sent += len(piece)
+                self.bytes_sent += len(piece)
                 if seconds < 0:
                     if request.transport is not None:
                         request.transport.close()  # flushes what was written, then FIN
@@ -322,6 +341,7 @@ class SimulatorServer(AsyncService):
                 await asyncio.sleep(seconds)
             await throttle.write(response, block[position:] if position else block)
             sent += len(block) - position
+            self.bytes_sent += len(block) - position
         return True
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
@@ -417,6 +437,7 @@ class SimulatorServer(AsyncService):
                 {
                     "version": self.version,
                     "catalog": repr(self.catalog),
+                    "bytesSent": self.bytes_sent,
                     "requests": dict(self.requests),
                     "statuses": [[e, s, n] for (e, s), n in self.statuses.items()],
                     "userAgents": sorted(set(self.user_agents)),
@@ -459,6 +480,19 @@ class SimulatorServer(AsyncService):
         catalog = await asyncio.to_thread(self.set_version, version)
         return await self._changes_response(catalog)
 
+    async def _admin_advance(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request, empty_ok=True)
+        if isinstance(body, web.Response):
+            return body
+        at = body.get("at") if isinstance(body, dict) else None
+        if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+            return _error(422, "validation_failed", 'Send {} or {"at": <unix seconds>}.')
+        try:
+            catalog = await asyncio.to_thread(self.advance, at)
+        except ValueError as exc:
+            return _error(422, "validation_failed", str(exc))
+        return await self._changes_response(catalog)
+
     async def _admin_changes(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("version", str(self.version))
         if not raw.isdigit() or int(raw) < 1:
@@ -478,6 +512,7 @@ class SimulatorServer(AsyncService):
                     "removed": sorted(changes.removed),
                     "replaced": sorted(changes.replaced),
                     "replacements": dict(changes.replacements),
+                    "statusChanged": sorted(changes.status_changed),
                 }
             )
         )
