@@ -208,6 +208,13 @@ async def test_file_storage_end_to_end(
 ) -> None:
     root = tmp_path / "store"
     env = base_env(tmp_path) | medipim.env() | {"STORAGE_URL": f"file://{root}"}
+    missing = await run_fetch(env)
+    assert missing.code == 2
+    assert missing.message["reason"] == "BucketNotFound"
+    assert medipim.requests["products/stream"] == 0
+    assert not root.exists()
+
+    (root / DEFAULT_BUCKET).mkdir(parents=True)
     outcome = await run_fetch(env)
     assert_ok(outcome)
     storage = FileStorage(root, DEFAULT_BUCKET)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ def test_file_storage_rejects_escaping_keys(tmp_path: Path) -> None:
 
 
 async def test_file_storage_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "root" / "bucket").mkdir(parents=True)
     storage = FileStorage(tmp_path / "root", "bucket")
     source = tmp_path / "catalog.ndjson"
     data = b"".join(b'{"line": %d}\n' % i for i in range(200_000))
@@ -136,11 +138,37 @@ async def test_file_storage_round_trip(tmp_path: Path) -> None:
 
 
 async def test_file_storage_stream_of_missing_object(tmp_path: Path) -> None:
+    (tmp_path / "bucket").mkdir()
     storage = FileStorage(tmp_path, "bucket")
     with pytest.raises(PermanentError) as caught:
         async for _ in storage.stream("nope.ndjson"):
             pass
     assert caught.value.reason == "ObjectNotFound"
+
+
+@pytest.mark.parametrize("missing", ["bucket", "directory"])
+async def test_file_storage_needs_an_existing_bucket(tmp_path: Path, missing: str) -> None:
+    """A typo or an unmounted volume is BucketNotFound, and nothing is created on the way."""
+    root = tmp_path / "store"
+    if missing == "bucket":
+        root.mkdir()
+    source = tmp_path / "c.ndjson"
+    source.write_bytes(b"{}\n")
+    storage = FileStorage(root, "medipim-raw")
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "info": lambda: storage.info("latest.ndjson"),
+        "upload": lambda: storage.upload("runs/r.ndjson", source, metadata={}),
+        "publish": lambda: storage.publish("runs/r.ndjson", "latest.ndjson", metadata={}),
+        "stream": lambda: anext(aiter(storage.stream("latest.ndjson"))),
+    }
+    for name, call in calls.items():
+        with pytest.raises(PermanentError) as caught:
+            await call()
+        assert caught.value.reason == "BucketNotFound", name
+        assert str(root / "medipim-raw") in str(caught.value)
+        assert "STORAGE_BUCKET" in str(caught.value)
+    assert not (root / "medipim-raw").exists()
+    assert root.exists() == (missing == "bucket")
 
 
 # --- against the local Supabase Storage server ------------------------------------------------

@@ -27,6 +27,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from catalogsync.common.config import DEFAULT_BUCKET
 from catalogsync.common.errors import ExitCode
 
 DEMO_PRODUCTS, DEMO_LINE_BYTES = 50_000, 2_000
@@ -117,7 +118,8 @@ def storage(data_dir: Path) -> dict[str, str]:
     if os.environ.get("STORAGE_URL"):
         return {}
     store = (data_dir / "storage").resolve()
-    store.mkdir(parents=True, exist_ok=True)
+    # file:// storage never creates a bucket; the demo's own store gets the default one.
+    (store / os.environ.get("STORAGE_BUCKET", DEFAULT_BUCKET)).mkdir(parents=True, exist_ok=True)
     return {"STORAGE_URL": store.as_uri()}
 
 

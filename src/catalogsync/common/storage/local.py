@@ -32,6 +32,24 @@ class FileStorage:
     def __init__(self, root: Path, bucket: str) -> None:
         self.root = root / bucket
 
+    def require_bucket(self) -> None:
+        """Refuse a bucket directory that is not there, rather than create it.
+
+        A missing directory is a typo in ``STORAGE_BUCKET`` or ``STORAGE_URL``, or a volume that
+        was not mounted: creating it would write the catalog where nobody reads it, or into the
+        container's own filesystem, and report success.
+        """
+        if self.root.is_dir():
+            return
+        where = f"bucket directory {self.root} does not exist"
+        if not self.root.parent.is_dir():
+            where += f" (nor does {self.root.parent}, the STORAGE_URL directory: no volume?)"
+        raise PermanentError(
+            f"{where}: create it (mkdir -p {self.root}) or set STORAGE_BUCKET / STORAGE_URL to "
+            "an existing one; file:// storage never creates a bucket",
+            reason="BucketNotFound",
+        )
+
     @classmethod
     def from_url(cls, url: str, bucket: str) -> FileStorage:
         parsed = urlparse(url)
@@ -57,6 +75,7 @@ class FileStorage:
         return await asyncio.to_thread(self._info, key)
 
     def _info(self, key: str) -> ObjectInfo | None:
+        self.require_bucket()
         try:
             size = self.path(key).stat().st_size
         except FileNotFoundError:
@@ -69,6 +88,7 @@ class FileStorage:
         return ObjectInfo(key=key, size=size, metadata=metadata)
 
     async def stream(self, key: str) -> AsyncIterator[bytes]:
+        await asyncio.to_thread(self.require_bucket)
         try:
             handle = await asyncio.to_thread(self.path(key).open, "rb")
         except FileNotFoundError:
@@ -104,6 +124,7 @@ class FileStorage:
         with the run object is safe. Falls back to a copy where hard links are not allowed.
         """
         source = self.path(source_key)
+        await asyncio.to_thread(self.require_bucket)
         if not source.is_file():
             raise PermanentError(
                 f"cannot publish {source_key!r}: no such object in {self.root}",
@@ -122,7 +143,8 @@ class FileStorage:
     def _place(self, key: str, fill: Callable[[Path], object]) -> int:
         """Fill a temporary sibling of ``key`` and rename it into place; returns the size."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.require_bucket()
+        target.parent.mkdir(parents=True, exist_ok=True)  # "runs/" inside the bucket
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(fill):x}.tmp")
         try:
             fill(tmp)
