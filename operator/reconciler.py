@@ -263,6 +263,8 @@ class Reconciler:
             catalog=run.catalog,
             successful_limit=self.settings.successful_runs_history_limit,
             failed_limit=self.settings.failed_runs_history_limit,
+            skipped_limit=self.settings.skipped_runs_history_limit,
+            keep=run.uid,
         )
         if not doomed:
             return
@@ -274,7 +276,8 @@ class Reconciler:
             "HistoryPruned",
             f"deleted {len(doomed)} finished run(s) of catalog {run.catalog} beyond the history "
             f"limits ({self.settings.successful_runs_history_limit} succeeded, "
-            f"{self.settings.failed_runs_history_limit} other): {', '.join(doomed)}",
+            f"{self.settings.failed_runs_history_limit} failed or cancelled, "
+            f"{self.settings.skipped_runs_history_limit} skipped): {', '.join(doomed)}",
         )
 
     async def notify(self, body: Mapping[str, Any]) -> None:

@@ -146,6 +146,9 @@ class OperatorSettings(BaseSettings):
         3, alias="CATALOGSYNC_SUCCESSFUL_RUNS_HISTORY_LIMIT", ge=0
     )
     failed_runs_history_limit: int = Field(3, alias="CATALOGSYNC_FAILED_RUNS_HISTORY_LIMIT", ge=0)
+    """Failed and Cancelled runs kept per catalog."""
+    skipped_runs_history_limit: int = Field(1, alias="CATALOGSYNC_SKIPPED_RUNS_HISTORY_LIMIT", ge=0)
+    """Skipped runs kept per catalog, apart from the failures so skips never evict one."""
 
     resync_interval: float = Field(30.0, alias="CATALOGSYNC_RESYNC_INTERVAL", gt=0)
     """Seconds between re-derivations of every unfinished run (covers missed watch events)."""

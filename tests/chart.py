@@ -154,7 +154,11 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
         },
         "database": {"table": "catalog.products", "credentialsSecret": "db"},
     },
-    "history": {"successfulRunsHistoryLimit": 5, "failedRunsHistoryLimit": 1},
+    "history": {
+        "successfulRunsHistoryLimit": 5,
+        "failedRunsHistoryLimit": 1,
+        "skippedRunsHistoryLimit": 2,
+    },
     "fetcher": {
         "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}},
         "nodeSelector": {"pool": "batch"},

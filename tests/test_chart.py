@@ -179,6 +179,7 @@ def test_non_default_values_reach_the_operator(
     assert settings.database_credentials_secret == "db"
     assert settings.successful_runs_history_limit == 5
     assert settings.failed_runs_history_limit == 1
+    assert settings.skipped_runs_history_limit == 2
     assert settings.fetcher.priority_class_name == "batch-low"
     assert settings.fetcher.node_selector == {"pool": "batch"}
     assert settings.fetcher.backoff_limit == 4
