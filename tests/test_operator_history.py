@@ -7,7 +7,23 @@ from typing import Any
 from catalogsync.operator.history import runs_to_prune
 from tests.operator_objects import cr
 
-LIMITS = {"catalog": "medipim-au", "successful_limit": 3, "failed_limit": 3, "skipped_limit": 1}
+
+def prune(
+    runs: list[dict[str, Any]],
+    *,
+    successful: int = 3,
+    failed: int = 3,
+    skipped: int = 1,
+    keep: str | None = None,
+) -> list[str]:
+    return runs_to_prune(
+        runs,
+        catalog="medipim-au",
+        successful_limit=successful,
+        failed_limit=failed,
+        skipped_limit=skipped,
+        keep=keep,
+    )
 
 
 def finished(name: str, phase: str, minute: int, catalog: str = "medipim-au") -> dict[str, Any]:
@@ -23,7 +39,7 @@ def test_keeps_the_newest_of_each_kind_and_prunes_the_rest_oldest_first() -> Non
         finished("k1", "Skipped", 7), finished("f2", "Failed", 8),
         finished("f3", "Failed", 9), finished("k2", "Skipped", 10),
     ]  # fmt: skip
-    assert runs_to_prune(runs, **LIMITS) == ["s1", "f1", "k1"]
+    assert prune(runs) == ["s1", "f1", "k1"]
 
 
 def test_skipped_runs_never_evict_a_failure() -> None:
@@ -34,16 +50,15 @@ def test_skipped_runs_never_evict_a_failure() -> None:
         finished("k2", "Skipped", 3),
         finished("k3", "Skipped", 4),
     ]
-    assert runs_to_prune(runs, **{**LIMITS, "failed_limit": 1}) == ["k1", "k2"]
+    assert prune(runs, failed=1) == ["k1", "k2"]
 
 
 def test_the_run_that_prunes_counts_as_the_newest_of_its_kind() -> None:
     """Runs ending in the same second must not delete the run that is pruning."""
     runs = [finished("s1", "Succeeded", 1), finished("s2", "Succeeded", 1)]
-    limits = {**LIMITS, "successful_limit": 1}
-    assert runs_to_prune(runs, **limits) == ["s1"]
-    assert runs_to_prune(runs, **limits, keep="s1") == ["s2"]
-    assert runs_to_prune(runs, **{**limits, "successful_limit": 0}, keep="s1") == ["s1", "s2"]
+    assert prune(runs, successful=1) == ["s1"]
+    assert prune(runs, successful=1, keep="s1") == ["s2"]
+    assert prune(runs, successful=0, keep="s1") == ["s1", "s2"]
 
 
 def test_never_prunes_running_runs_other_catalogs_or_runs_being_deleted() -> None:
@@ -56,5 +71,4 @@ def test_never_prunes_running_runs_other_catalogs_or_runs_being_deleted() -> Non
         deleting,
         finished("s1", "Succeeded", 2),
     ]
-    limits = {**LIMITS, "successful_limit": 0, "failed_limit": 0, "skipped_limit": 0}
-    assert runs_to_prune(runs, **limits) == ["s1"]
+    assert prune(runs, successful=0, failed=0, skipped=0) == ["s1"]
