@@ -29,9 +29,10 @@ from catalogsync.maintainer.deletes import TooManyDeletes
 from catalogsync.maintainer.main import file_source
 from catalogsync.maintainer.pipeline import Options, TooManyInvalid, maintain
 from catalogsync.maintainer.runs import TableLocked, acquire_table_lock
-from catalogsync.maintainer.schema import Tables, migrate
+from catalogsync.maintainer.schema import Tables, migrate, migration_files
 from tests import maintainer_data as data
 
+ALL_MIGRATIONS = [number for number, _, _ in migration_files()]
 MAPPED = (
     'id, name, status, organization, brand, "eanGtin13", "eanGtin14", "artgId", pbs, '
     '"snomedMpp", "snomedTpp", "gs1Category", "createdAt", "metaUpdatedAt", raw'
@@ -334,8 +335,14 @@ async def test_dry_run_writes_nothing(pg_dsn: str, tmp_path: Path) -> None:
         assert (summary["updated"], summary["inserted"], summary["deleted"]) == (150, 100, 150)
         assert await rows(pg_dsn) == before
         assert await conn.fetchval("SELECT count(*) FROM catalogsync_runs") == runs_before
+        # what it wrote is its change feed: one row per product it would change
+        assert summary["changes"] == 400
+        feed = await conn.fetchval(
+            "SELECT count(*) FROM catalogsync_changes WHERE run_id = 'dry2' AND dry_run"
+        )
+        assert feed == 400
         wal = await conn.fetchval("SELECT pg_current_wal_insert_lsn() - $1::pg_lsn", lsn)
-        assert wal < 64 * 1024  # catalog reads only; no product or run row written
+        assert wal < 1024 * 1024  # the feed's 400 rows, no product or run row
     finally:
         await conn.close()
 
@@ -393,7 +400,7 @@ async def test_migrations_run_without_create_on_the_database(
             # Why the schema is looked up first: the privilege is checked before existence.
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            assert await migrate(conn, Tables.for_table(f"{schema}.products")) == [1, 2, 3]
+            assert await migrate(conn, Tables.for_table(f"{schema}.products")) == ALL_MIGRATIONS
             assert await migrate(conn, Tables.for_table(f"{schema}.products")) == []
         finally:
             await conn.close()
@@ -485,14 +492,19 @@ async def test_row_level_security_only_on_supabase(pg_dsn: str) -> None:
     tables = Tables.for_table("public.products")
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await migrate(conn, tables) == [1, 2, 3]
+        assert await migrate(conn, tables) == ALL_MIGRATIONS
         assert not await conn.fetchval(
             "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.products'::regclass"
         )
         await conn.execute("CREATE ROLE service_role BYPASSRLS; CREATE ROLE authenticated")
         try:
             assert await migrate(conn, tables) == []
-            for table in ("products", "catalogsync_runs", "catalogsync_rejects"):
+            for table in (
+                "products",
+                "catalogsync_runs",
+                "catalogsync_rejects",
+                "catalogsync_changes",
+            ):
                 assert await conn.fetchval(
                     "SELECT relrowsecurity FROM pg_class WHERE oid = $1::regclass", table
                 )
@@ -505,7 +517,7 @@ async def test_row_level_security_only_on_supabase(pg_dsn: str) -> None:
                     ("catalogsync_service_role_all", ["service_role"])
                 ]
             await migrate(conn, tables)  # idempotent: still one policy
-            assert await conn.fetchval("SELECT count(*) FROM pg_policies") == 4
+            assert await conn.fetchval("SELECT count(*) FROM pg_policies") == 5
         finally:
             await conn.execute("DROP OWNED BY service_role, authenticated")
             await conn.execute("DROP ROLE service_role; DROP ROLE authenticated")

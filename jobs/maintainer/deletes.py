@@ -9,14 +9,23 @@ Rows are never removed: ``deleted_at`` is set, and a product that comes back is 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from catalogsync.common.errors import InvalidDataError
+from catalogsync.maintainer import changes
 from catalogsync.maintainer.schema import Tables
 
 SEEN = "catalogsync_seen"
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where the deletions are recorded in the change feed."""
+
+    run_id: str
 
 
 class TooManyDeletes(InvalidDataError):
@@ -61,6 +70,7 @@ async def delete_missing(
     dry_run: bool,
     now: datetime,
     upgraded: bool = True,
+    feed: Feed | None = None,
 ) -> int:
     """Soft-delete the live products not in ``seen``; call inside a transaction.
 
@@ -80,6 +90,8 @@ async def delete_missing(
     assert counts is not None
     missing, live = int(counts["missing"]), int(counts["live"])
     check_fraction(missing, live, max_fraction)
+    if missing and feed is not None:
+        await changes.record_deleted(conn, tables, feed.run_id, dry_run, SEEN)
     if missing and not dry_run:
         await conn.execute(
             f"""UPDATE {tables.products} AS t SET deleted_at = $1, updated_at = $1

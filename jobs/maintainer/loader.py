@@ -115,10 +115,19 @@ async def update_changed(
     conn: asyncpg.Connection, tables: Tables, rows: list[tuple[Any, ...]], now: datetime
 ) -> None:
     """Rewrite every mapped column of ``rows`` (and undelete them); call inside a transaction."""
-    if not rows:
-        return
+    if rows:
+        await stage_changed(conn, rows)
+        await apply_staged(conn, tables, now)
+
+
+async def stage_changed(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """COPY ``rows`` into the connection's temporary stage (emptied at commit)."""
     await conn.copy_records_to_table(STAGE, columns=list(COLUMNS), records=rows)
     await conn.execute(f"ANALYZE {STAGE}")
+
+
+async def apply_staged(conn: asyncpg.Connection, tables: Tables, now: datetime) -> None:
+    """The one ``UPDATE … FROM`` that writes the staged rows into the table."""
     # The stage holds at most one chunk, so one index probe per staged row is the right plan,
     # whatever the (possibly missing) statistics of a freshly loaded table suggest.
     await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")

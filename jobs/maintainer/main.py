@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,16 @@ async def file_source(path: Path, block: int = READ_SIZE) -> AsyncIterator[bytes
         handle.close()
 
 
+def object_source(metadata: Mapping[str, str]) -> tuple[str, datetime | None]:
+    """How the object was fetched (``mode``) and when its stream was requested (``fetchedAt``),
+    from the metadata the fetcher gives it. A local file, or an object from elsewhere, counts as
+    a Full catalog of unknown time: it never becomes an Incremental run's watermark."""
+    mode = "Incremental" if metadata.get("mode") == "Incremental" else "Full"
+    raw = metadata.get("fetchedAt", "")
+    fetched_at = datetime.fromtimestamp(int(raw), UTC) if raw.isdigit() else None
+    return mode, fetched_at
+
+
 def _file_size(path: Path) -> int | None:
     try:
         size = path.stat().st_size
@@ -82,7 +93,8 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
     settings = load(MaintainerSettings, **overrides)
     reporter = reporters_for(STAGE, run_settings)
 
-    def options(key: str, size: int | None) -> Options:
+    def options(key: str, size: int | None, metadata: Mapping[str, str] | None = None) -> Options:
+        mode, fetched_at = object_source(metadata or {})
         return Options(
             table=database.table,
             run_id=run_settings.run_id,
@@ -94,6 +106,11 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
             max_delete_fraction=settings.max_delete_fraction,
             max_invalid_fraction=settings.max_invalid_fraction,
             connections=settings.connections,
+            catalog=run_settings.catalog,
+            mode=mode,
+            fetched_at=fetched_at,
+            changes_keep_days=settings.changes_keep_days,
+            changes_keep_runs=settings.changes_keep_runs,
         )
 
     if args.file is not None:
@@ -112,7 +129,8 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
                 "publish it, or MAINTAINER_OBJECT names the wrong key",
                 reason="ObjectNotFound",
             )
-        return await maintain(database.url, storage.stream(key), options(key, info.size), reporter)
+        opts = options(key, info.size, info.metadata)
+        return await maintain(database.url, storage.stream(key), opts, reporter)
     finally:
         await storage.aclose()
 

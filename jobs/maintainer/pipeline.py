@@ -27,14 +27,17 @@ import asyncpg
 
 from catalogsync.common.errors import InvalidDataError, PermanentError
 from catalogsync.common.progress import Reporter, Snapshot
+from catalogsync.maintainer import changes as feed
 from catalogsync.maintainer import loader, runs
 from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
-from catalogsync.maintainer.deletes import delete_missing, withheld_because
+from catalogsync.maintainer.deletes import Feed, delete_missing, withheld_because
+from catalogsync.maintainer.records import COLUMNS
 from catalogsync.maintainer.schema import Tables, has_sync_columns, migrate, table_exists
 
 log = logging.getLogger(__name__)
 
 STAGE = "maintainer"
+ID, STATUS = COLUMNS.index("id"), COLUMNS.index("status")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,14 @@ class Options:
     max_delete_fraction: float = 0.05
     max_invalid_fraction: float = 0.01
     connections: int = 2
+    catalog: str = "medipim-au"
+    mode: str = "Full"
+    """``Incremental`` when the object holds only what changed since a watermark: it never
+    soft-deletes what it does not contain."""
+    fetched_at: datetime | None = None
+    """When the object's stream was requested from MediPim (its metadata ``fetchedAt``)."""
+    changes_keep_days: float = 30.0
+    changes_keep_runs: int = 0
 
 
 class TooManyInvalid(InvalidDataError):
@@ -119,6 +130,9 @@ class Run:
         """Whether the table has the project's columns; only a dry run can find it without."""
         self.chunk_size = options.chunk_size
         self.resumed = False
+        self.feed = False
+        """Whether this run writes the change feed (a dry run only where its table exists)."""
+        self.changes = 0
         self.slots = asyncio.Semaphore(1)
 
     async def _connect(self, role: str) -> asyncpg.Connection:
@@ -174,8 +188,17 @@ class Run:
         if opts.dry_run:
             self.table_exists = await table_exists(control, self.tables)
             self.upgraded = self.table_exists and await has_sync_columns(control, self.tables)
+            self.feed = self.upgraded and await feed.feed_exists(control, self.tables)
+            if self.feed:
+                await feed.forget_dry_run(control, self.tables, opts.run_id)
+            else:
+                log.info(
+                    "dry run: %s has no change feed yet (a real run creates it); counting only",
+                    self.tables.qualified,
+                )
             return runs.RunState(chunk_size=opts.chunk_size)
         await migrate(control, self.tables)
+        self.feed = True
         state = await runs.begin_run(
             control,
             self.tables,
@@ -196,6 +219,8 @@ class Run:
         withheld = withheld_because(
             complete, self.progress.counts["invalid"], self.progress.last_index, self.progress.total
         )
+        if opts.mode == "Incremental":
+            withheld = "the catalog is incremental: it holds only the products that changed"
         async with control.transaction():
             if opts.delete_missing and withheld:
                 log.warning("not deleting missing products: %s", withheld)
@@ -208,9 +233,26 @@ class Run:
                     dry_run=opts.dry_run,
                     now=datetime.now(UTC),
                     upgraded=self.upgraded,
+                    feed=Feed(opts.run_id) if self.feed else None,
                 )
+            if self.feed:
+                await feed.prune(
+                    control,
+                    self.tables,
+                    keep_days=opts.changes_keep_days,
+                    keep_runs=opts.changes_keep_runs,
+                )
+                self.changes = await feed.count(control, self.tables, opts.run_id, opts.dry_run)
             self.progress.timings["total"] = time.monotonic() - started
             if not opts.dry_run:
+                await runs.record_source(
+                    control,
+                    self.tables,
+                    opts.run_id,
+                    catalog=opts.catalog,
+                    mode=opts.mode,
+                    fetched_at=opts.fetched_at,
+                )
                 await runs.finish_run(
                     control,
                     self.tables,
@@ -263,6 +305,9 @@ class Run:
             **self.progress.snapshot().counts,
             "duplicates": counts["duplicates"],
             "undeleted": counts["undeleted"],
+            "mode": self.options.mode,
+            "changes": self.changes,
+            "changesFeed": self.tables.changes if self.feed else None,
             "seconds": round(self.progress.timings.get("total", 0.0), 3),
             "timings": {k: round(v, 3) for k, v in self.progress.timings.items()},
         }
@@ -289,13 +334,14 @@ class Run:
 
     async def _apply_all(self, committed: set[int]) -> None:
         workers = 1 if self.options.dry_run else max(1, self.options.connections)
+        writes = not self.options.dry_run or self.feed
         # At most one scanned chunk waits while each connection applies one: memory is a few
         # chunks, whatever the size of the catalog.
         self.slots = asyncio.Semaphore(workers + 1)
         queue: asyncio.Queue[Prepared | None] = asyncio.Queue()
         connections = [await self._connect(f"{self.options.run_id} {i}") for i in range(workers)]
         try:
-            if not self.options.dry_run:  # a dry run writes nothing: no codec, no stage
+            if writes:  # a dry run without a feed writes nothing: no codec, no stage
                 for conn in connections:
                     await loader.prepare_connection(conn, self.tables)
             tasks = [asyncio.create_task(self._produce(queue, committed, workers))]
@@ -385,12 +431,18 @@ class Run:
         timings["map"] += mapped - probed
         counts = changes.counts
         self._check_invalid(prepared.last_line, changes.rejects, counts["invalid"])
-        if not self.options.dry_run:
+        dry_run, run_id = self.options.dry_run, self.options.run_id
+        if self.feed and dry_run:
+            async with conn.transaction():
+                await self._record_changes(conn, changes.new_rows, changes.changed_rows)
+        elif not dry_run:
             now = datetime.now(UTC)
             async with conn.transaction():
+                await self._record_changes(conn, changes.new_rows, changes.changed_rows)
                 await loader.insert_new(conn, self.tables, changes.new_rows, now)
-                await loader.update_changed(conn, self.tables, changes.changed_rows, now)
-                await runs.record_rejects(conn, self.tables, self.options.run_id, changes.rejects)
+                if changes.changed_rows:
+                    await loader.apply_staged(conn, self.tables, now)
+                await runs.record_rejects(conn, self.tables, run_id, changes.rejects)
                 await runs.record_chunk(
                     conn,
                     self.tables,
@@ -406,6 +458,19 @@ class Run:
             self.progress.counts[name] += value
         self.progress.chunks_done += 1
         await self.reporter.update(self.progress.snapshot())
+
+    async def _record_changes(
+        self, conn: asyncpg.Connection, new_rows: list[Any], changed_rows: list[Any]
+    ) -> None:
+        """The chunk's feed rows, computed against the table before it changes; leaves the
+        changed rows in the stage for the update. A dry run runs exactly this, then stops."""
+        opts = self.options
+        await feed.record_inserted(
+            conn, self.tables, opts.run_id, opts.dry_run, [(r[ID], r[STATUS]) for r in new_rows]
+        )
+        if changed_rows:
+            await loader.stage_changed(conn, changed_rows)
+            await feed.record_staged(conn, self.tables, opts.run_id, opts.dry_run, loader.STAGE)
 
 
 async def maintain(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -239,3 +240,47 @@ def _json(value: Any) -> str | None:
     if value is None:
         return None
     return orjson.dumps(value).decode()
+
+
+async def record_source(
+    conn: asyncpg.Connection,
+    tables: Tables,
+    run_id: str,
+    *,
+    catalog: str,
+    mode: str,
+    fetched_at: datetime | None,
+) -> None:
+    """Which catalog the run applied, how it was fetched and when its stream was requested:
+    what the next Incremental run of the catalog reads as its watermark."""
+    await conn.execute(
+        f"""UPDATE {tables.runs} SET catalog = $3, mode = $4, fetched_at = $5
+            WHERE table_name = $1 AND run_id = $2""",
+        tables.qualified,
+        run_id,
+        catalog,
+        mode,
+        fetched_at,
+    )
+
+
+async def watermark(conn: asyncpg.Connection, tables: Tables, catalog: str) -> datetime | None:
+    """When the stream of the last successful, complete run of ``catalog`` into the table was
+    requested (Full or Incremental), or None when there is no such run (nor a runs table)."""
+    if await conn.fetchval("SELECT to_regclass($1)", tables.runs) is None:
+        return None
+    has_column = await conn.fetchval(
+        """SELECT true FROM pg_attribute
+           WHERE attrelid = $1::regclass AND attname = 'fetched_at' AND NOT attisdropped""",
+        tables.runs,
+    )
+    if not has_column:
+        return None
+    found: datetime | None = await conn.fetchval(
+        f"""SELECT max(fetched_at) FROM {tables.runs}
+            WHERE table_name = $1 AND catalog = $2 AND status = 'succeeded'
+              AND complete IS NOT FALSE AND fetched_at IS NOT NULL""",
+        tables.qualified,
+        catalog,
+    )
+    return found

@@ -87,6 +87,10 @@ class Tables:
         return self.bookkeeping("catalogsync_rejects")
 
     @property
+    def changes(self) -> str:
+        return self.bookkeeping("catalogsync_changes")
+
+    @property
     def migrations(self) -> str:
         return self.bookkeeping("catalogsync_migrations")
 
@@ -199,7 +203,7 @@ async def ensure_row_level_security(conn: asyncpg.Connection, tables: Tables) ->
     """
     if not await on_supabase(conn):
         return False
-    for table in (tables.products, tables.runs, tables.chunks, tables.rejects):
+    for table in (tables.products, tables.runs, tables.chunks, tables.rejects, tables.changes):
         await conn.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         has_policy = await conn.fetchval(
             """SELECT true FROM pg_policy p JOIN pg_roles r ON r.oid = ANY(p.polroles)

@@ -155,6 +155,10 @@ class MaintainerSettings(_Settings):
     """Chunks applied in parallel, one database connection each."""
     object: str | None = Field(None, alias="MAINTAINER_OBJECT")
     """Storage key to process; default: this run's object, or ``latest.ndjson`` in MaintainOnly."""
+    changes_keep_days: float = Field(30.0, alias="MAINTAINER_CHANGES_KEEP_DAYS", gt=0)
+    """Change-feed rows older than this many days are dropped at the end of every run."""
+    changes_keep_runs: int = Field(0, alias="MAINTAINER_CHANGES_KEEP_RUNS", ge=0)
+    """When above 0, only the newest this many runs keep their change-feed rows."""
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
