@@ -2,7 +2,8 @@
 
 Configuration comes from the environment (``CATALOGSYNC_*``, see ``settings.py``; the Helm chart
 sets it); the namespaces to watch may also be given on the command line. Logs are JSON lines unless
-a terminal is attached; kopf's liveness endpoint answers on ``CATALOGSYNC_LIVENESS_ENDPOINT``.
+a terminal is attached; kopf's liveness endpoint answers on ``CATALOGSYNC_LIVENESS_ENDPOINT`` and
+Prometheus metrics on ``CATALOGSYNC_METRICS_PORT``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from catalogsync.common.config import load
 from catalogsync.common.errors import ExitCode, SyncError
 from catalogsync.common.kube import GROUP, VERSION, api_client
 from catalogsync.common.logs import LogFormat, setup_logging
+from catalogsync.operator import metrics
 from catalogsync.operator.notify import Notifier, WebhookSettings
 from catalogsync.operator.runtime import FinishedHook, Runtime
 from catalogsync.operator.settings import OperatorSettings
@@ -99,12 +101,18 @@ async def serve(
     from catalogsync.operator import handlers
 
     hooks: list[FinishedHook] = []
-    closers = []
+    closers: list[handlers.Closer] = []
     notifier = Notifier.from_settings(load(WebhookSettings))
     if notifier is not None:
         hooks.append(notifier.finished)
         closers.append(notifier.aclose)
-    runtime = Runtime(settings, finished_hooks=hooks)
+    operator_metrics = metrics.OperatorMetrics()
+    runtime = Runtime(settings, finished_hooks=hooks, metrics=operator_metrics)
+    if settings.metrics_port:
+        closers.append(
+            metrics.serve(operator_metrics.registry, settings.metrics_host, settings.metrics_port)
+        )
+        log.info("metrics at http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, runtime, None if clusterwide else namespaces, closers)
     await kopf.operator(

@@ -36,6 +36,7 @@ from catalogsync.operator.decide import (
 )
 from catalogsync.operator.failure import POD_CREATION_FAILED
 from catalogsync.operator.jobs import RUN_LABEL, build_job, job_name
+from catalogsync.operator.metrics import OperatorMetrics
 from catalogsync.operator.settings import OperatorSettings
 from catalogsync.operator.spec import STAGES, RunSpec, Stage, resolve
 from catalogsync.operator.status import changed, format_time, one_line
@@ -72,10 +73,12 @@ class Reconciler:
         finished_hooks: Sequence[FinishedHook] = (),
         clock: Callable[[], dt.datetime] = utcnow,
         instance: str | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.finished_hooks = list(finished_hooks)
+        self.metrics = metrics or OperatorMetrics()
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._instance = instance or socket.gethostname()
@@ -179,6 +182,7 @@ class Reconciler:
         patch = changed(current, decision.status)
         if patch:
             await self.cluster.patch_run_status(run.namespace, run.name, patch)
+            self.metrics.applied(body, patch)
         for event in decision.events:
             await self.post_event(body, event.type, event.reason, event.message)
         if decision.finished:
@@ -295,7 +299,9 @@ class Reconciler:
         """Reconcile every unfinished run once (``None``: all namespaces)."""
         scopes: Sequence[str | None] = namespaces if namespaces else [None]
         for scope in scopes:
-            for body in await self.cluster.list_runs(scope):
+            runs = await self.cluster.list_runs(scope)
+            self.metrics.observed(scope, runs)
+            for body in runs:
                 if not is_running(body):
                     continue
                 metadata = body["metadata"]
@@ -306,12 +312,13 @@ class Reconciler:
 
     async def resync_forever(self, namespaces: Sequence[str] | None) -> None:
         """Re-derive unfinished runs every ``resync_interval``: covers missed watch events and
-        enforces deadlines even when nothing else happens."""
+        enforces deadlines even when nothing else happens. The first one runs at once, so the
+        metrics' view of the runs is complete right after a start."""
         while True:
-            await asyncio.sleep(self.settings.resync_interval)
             try:
                 await self.resync(namespaces)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("resync failed")
+            await asyncio.sleep(self.settings.resync_interval)

@@ -17,6 +17,7 @@ from typing import Any
 
 from catalogsync.common.kube import GROUP, PLURAL, VERSION, api_client
 from catalogsync.operator.cluster import JobRejected
+from catalogsync.operator.metrics import OperatorMetrics
 from catalogsync.operator.reconciler import FinishedHook, Reconciler, utcnow
 from catalogsync.operator.settings import OperatorSettings
 
@@ -218,9 +219,12 @@ class Runtime(Reconciler):
         *,
         finished_hooks: Sequence[FinishedHook] = (),
         clock: Callable[[], dt.datetime] = utcnow,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.kube = KubeCluster()
-        super().__init__(self.kube, settings, finished_hooks=finished_hooks, clock=clock)
+        super().__init__(
+            self.kube, settings, finished_hooks=finished_hooks, clock=clock, metrics=metrics
+        )
 
     async def open(self) -> None:
         await self.kube.open()

@@ -160,6 +160,9 @@ class OperatorSettings(BaseSettings):
     liveness_endpoint: str = Field(
         "http://0.0.0.0:8080/healthz", alias="CATALOGSYNC_LIVENESS_ENDPOINT"
     )
+    metrics_port: int = Field(9110, alias="CATALOGSYNC_METRICS_PORT", ge=0, le=65535)
+    """Port of the Prometheus endpoint ``/metrics``; 0 turns it off."""
+    metrics_host: str = Field("0.0.0.0", alias="CATALOGSYNC_METRICS_HOST")
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="CATALOGSYNC_LOG_FORMAT")
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from catalogsync.operator.cluster import JobRejected
+from catalogsync.operator.status import merge_patch
 
 Key = tuple[str, str]
 
@@ -34,19 +35,6 @@ def _selects(obj: Mapping[str, Any], selector: str, *, labels: bool) -> bool:
         if str(got) != want:
             return False
     return True
-
-
-def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch, as the API server applies ``merge-patch+json``."""
-    merged = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge_patch(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def secret_data(**values: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from catalogsync.operator.decide import (
     job_rejected,
 )
 from catalogsync.operator.spec import Stage, resolve
-from catalogsync.operator.status import changed
+from catalogsync.operator.status import changed, merge_patch
 from tests.operator_objects import NOW, cr, failed_create, job, pod, settings
 
 FETCHED = {"stage": "fetcher", "ok": True, "bytes": 4096, "records": 20, "total": 20,
@@ -491,15 +491,7 @@ def test_a_job_the_api_server_refuses_fails_the_run_with_the_refusal() -> None:
 
 def apply(status: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch applied, the way the API server does."""
-    result = dict(status)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = apply(result[key], value)
-        else:
-            result[key] = value
-    return result
+    return merge_patch(status, patch)
 
 
 def test_reconciling_converges_without_repeating_events() -> None:

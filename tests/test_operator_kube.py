@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
@@ -73,6 +75,7 @@ class Operator:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.liveness = env["CATALOGSYNC_LIVENESS_ENDPOINT"]
+        self.metrics_url = f"http://127.0.0.1:{env['CATALOGSYNC_METRICS_PORT']}/metrics"
 
     def start(self) -> Operator:
         self.starts += 1
@@ -108,6 +111,22 @@ class Operator:
         return "".join(
             path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*"))
         )
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        """A scrape of the operator's Prometheus endpoint (``(name, labels) -> value``) once its
+        view holds a succeeded run; None before."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        if "catalogsync_last_success_timestamp_seconds{" not in text:
+            return None
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def healthy(self) -> bool:
         try:
@@ -238,6 +257,8 @@ def operator_env(
         "CATALOGSYNC_RESYNC_INTERVAL": "2",
         "CATALOGSYNC_JOB_PROGRESS_INTERVAL": "0.2",
         "CATALOGSYNC_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+        "CATALOGSYNC_METRICS_HOST": "127.0.0.1",
+        "CATALOGSYNC_METRICS_PORT": str(free_port()),
         "CATALOGSYNC_LOG_FORMAT": "json",
         "CATALOGSYNC_FETCHER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300}',
         "CATALOGSYNC_MAINTAINER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300}',
@@ -260,6 +281,28 @@ async def start(
     operator = cluster.operator(env, tmp_path)
     await until(operator.healthy, "the operator's liveness endpoint", 60)
     return operator
+
+
+def series(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return (f"catalogsync_{name}", frozenset(labels.items()))
+
+
+def assert_state_metrics(
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float],
+    namespace: str,
+    final: dict[str, Any],
+) -> None:
+    """The gauges a scrape derives from one succeeded run's status."""
+    catalog = {"namespace": namespace, "catalog": "medipim-au"}
+    completed = dt.datetime.fromisoformat(final["completionTime"].replace("Z", "+00:00"))
+    assert values[series("last_success_timestamp_seconds", **catalog)] == completed.timestamp()
+    maintainer = final["maintainer"]
+    for outcome in ("inserted", "updated", "skipped", "deleted", "invalid"):
+        expected = maintainer.get(outcome, 0)
+        assert values[series("last_run_products", **catalog, outcome=outcome)] == expected
+    assert values[series("last_run_fetched_bytes", **catalog)] == final["fetcher"]["bytes"]
+    for phase in ("Pending", "Fetching", "Maintaining"):
+        assert values[series("runs_active", **catalog, phase=phase)] == 0
 
 
 def job_names(cluster: Cluster) -> list[str]:
@@ -328,6 +371,20 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
     requests = pods["maintainer"]["spec"]["containers"][0]["resources"]["requests"]
     assert requests["memory"] == "8Gi"
     assert job_names(cluster) == ["first-fetcher", "first-maintainer"]
+
+    values = await until(operator.metrics, "a scrape", 10)
+    assert_state_metrics(values, cluster.namespace, final)
+    catalog = {"namespace": cluster.namespace, "catalog": "medipim-au"}
+    full = {**catalog, "mode": "Full"}
+    assert values[series("runs_started_total", **full)] == 1
+    assert values[series("runs_finished_total", **full, outcome="Succeeded")] == 1
+    assert values[series("fetched_bytes_total", **catalog)] == final["fetcher"]["bytes"] > 0
+    assert values[series("run_duration_seconds_count", **full, outcome="Succeeded")] == 1
+    for stage in ("fetcher", "maintainer"):
+        labels = {**catalog, "stage": stage, "outcome": "Succeeded"}
+        assert values[series("stage_duration_seconds_count", **labels)] == 1
+    assert not [key for key in values if key[0] == "catalogsync_run_failures_total"]
+
     reasons = cluster.event_reasons("first")
     for reason in ("FetcherJobCreated", "FetchSucceeded", "MaintainerJobCreated",
                    "MaintainSucceeded", "SyncSucceeded"):  # fmt: skip
@@ -439,6 +496,17 @@ async def test_an_operator_killed_mid_run_reattaches_without_duplicates(
     reasons = cluster.event_reasons("steady")
     assert reasons.count("FetcherJobCreated") == 1
     assert reasons.count("SyncSucceeded") == 1
+
+    # The state gauges are derived from the runs, so a restart that saw the run finish, and a
+    # restart after it, report the same; the counters belong to the process that finished it.
+    final = cluster.status("steady")
+    assert_state_metrics(await until(operator.metrics, "a scrape", 10), cluster.namespace, final)
+    operator.stop()
+    operator.start()
+    await until(operator.healthy, "the restarted operator", 60)
+    values = await until(operator.metrics, "a scrape", 10)
+    assert_state_metrics(values, cluster.namespace, final)
+    assert not [key for key in values if key[0] == "catalogsync_runs_finished_total"]
 
 
 async def test_deleting_a_run_deletes_its_jobs_and_pods(
