@@ -6,7 +6,9 @@ server (:class:`catalogsync.operator.runtime.KubeCluster`). Objects are the API'
 keys), exactly what the pure :func:`~catalogsync.operator.decide.decide` reads. The answers a
 caller acts on are part of the contract, so every implementation gives the same ones: an absent
 object is ``None`` (or a no-op for deletes and patches), a name already taken is ``False``, a Job
-the API server refuses is :class:`JobRejected`; anything else is raised as it comes.
+the API server refuses is :class:`JobRejected`; anything else is raised as it comes. Writes to an
+object the reconciler decided about carry its uid, so a run deleted (or deleted and created again
+under its name) between the read and the write is never written to.
 """
 
 from __future__ import annotations
@@ -30,12 +32,22 @@ class Cluster(Protocol):
         """The CatalogSyncs of ``namespace`` (None: of every namespace)."""
         ...
 
-    async def delete_run(self, namespace: str, name: str) -> None:
-        """Delete a CatalogSync with background propagation; gone already is fine."""
+    async def delete_run(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the CatalogSync with this uid (background propagation).
+
+        True if this call deleted it; False if it was gone already or the name now belongs to
+        another object (the uid is a precondition of the delete).
+        """
         ...
 
-    async def patch_run_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        """Merge-patch ``status`` of a CatalogSync; gone already is fine."""
+    async def patch_run_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], uid: str
+    ) -> bool:
+        """Merge-patch ``status`` of the CatalogSync with this uid.
+
+        False, with nothing written, if the run is gone or its name now belongs to another
+        object: the decision behind the patch was made for a run that no longer exists.
+        """
         ...
 
     async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
@@ -50,8 +62,9 @@ class Cluster(Protocol):
         """
         ...
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job with its Pods (background propagation); gone already is fine."""
+    async def delete_job(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the Job with this uid (None: whatever has the name) with its Pods (background
+        propagation); gone already, or replaced by another Job of the name, is fine."""
         ...
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...

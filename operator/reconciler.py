@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -81,6 +82,8 @@ class Reconciler:
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._prune_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._last_event = 0
         self._instance = instance or socket.gethostname()
 
     # -- reads
@@ -172,16 +175,46 @@ class Reconciler:
                         return  # a stranger holds the name; the next reconcile reports the wait
                 except JobRejected as exc:
                     decision = job_rejected(obs, decision.create, str(exc))
-            await self.apply(body, run, decision)
+            observed = {
+                str(view.job["metadata"]["name"]): str(view.job["metadata"]["uid"])
+                for view in obs.stages.values()
+                if view.job is not None
+            }
+            await self.apply(body, run, decision, observed)
 
-    async def apply(self, body: Mapping[str, Any], run: RunSpec, decision: Decision) -> None:
-        """Carry out a decision whose Job, if any, exists already."""
+    async def apply(
+        self,
+        body: Mapping[str, Any],
+        run: RunSpec,
+        decision: Decision,
+        job_uids: Mapping[str, str] | None = None,
+    ) -> None:
+        """Carry out a decision whose Job, if any, exists already.
+
+        Every write names the object the decision was made for: Jobs by the uid observed
+        (``job_uids``, name -> uid), the status by the run's uid. A refused status patch means
+        the run was deleted (or replaced under its name) since it was read, so its events, its
+        history pruning and its notice are dropped: they would describe a run nobody has.
+        """
+        uids = job_uids or {}
         for name in decision.delete:
-            await self.cluster.delete_job(run.namespace, name)
+            await self.cluster.delete_job(run.namespace, name, uids.get(name))
         current = body.get("status") or {}
         patch = changed(current, decision.status)
+        # An empty patch still checks the uid before the events and the notice go out.
+        wanted = bool(patch or decision.events or decision.finished)
+        if wanted and not await self.cluster.patch_run_status(
+            run.namespace, run.name, patch, run.uid
+        ):
+            log.info(
+                "run %s/%s was deleted while it was reconciled; nothing more is written "
+                "for it (dropped: %s)",
+                run.namespace,
+                run.name,
+                ", ".join(e.reason for e in decision.events) or "no events",
+            )
+            return
         if patch:
-            await self.cluster.patch_run_status(run.namespace, run.name, patch)
             self.metrics.applied(body, patch)
         for event in decision.events:
             await self.post_event(body, event.type, event.reason, event.message)
@@ -228,7 +261,7 @@ class Reconciler:
         now = format_time(self.clock())
         event = {
             "metadata": {
-                "generateName": f"{metadata['name']}.",
+                "name": f"{metadata['name']}.{self._event_stamp():x}",
                 "namespace": metadata["namespace"],
             },
             "involvedObject": {
@@ -259,9 +292,30 @@ class Reconciler:
             extra={"run": metadata["name"], "namespace": metadata["namespace"], "reason": reason},
         )
 
+    def _event_stamp(self) -> int:
+        """Nanoseconds since the epoch, strictly increasing: the suffix of an event's name.
+
+        The API lists events by name and ``kubectl describe`` sorts them by a timestamp of whole
+        seconds, so events of one reconcile would come out shuffled under random names. Like
+        client-go's recorder (``<object>.<unix nanoseconds, hex>``), names that grow with time
+        list them in the order they happened.
+        """
+        self._last_event = max(time.time_ns(), self._last_event + 1)
+        return self._last_event
+
     async def prune(self, body: Mapping[str, Any], run: RunSpec) -> None:
-        """Delete finished runs of the catalog beyond the history limits (Jobs go with them)."""
+        """Delete finished runs of the catalog beyond the history limits (Jobs go with them).
+
+        Prunes of one catalog take turns, each listing the runs afresh, so runs ending together
+        never DELETE the same run twice. The event names only the runs this prune deleted (by
+        uid: a run deleted by someone else, or re-created under its name, is not counted).
+        """
+        async with self._prune_locks.setdefault((run.namespace, run.catalog), asyncio.Lock()):
+            await self._prune(body, run)
+
+    async def _prune(self, body: Mapping[str, Any], run: RunSpec) -> None:
         runs = await self.cluster.list_runs(run.namespace)
+        uids = {str(b["metadata"]["name"]): str(b["metadata"].get("uid")) for b in runs}
         doomed = history.runs_to_prune(
             runs,
             catalog=run.catalog,
@@ -270,18 +324,21 @@ class Reconciler:
             skipped_limit=self.settings.skipped_runs_history_limit,
             keep=run.uid,
         )
-        if not doomed:
+        deleted = [
+            name
+            for name in doomed
+            if await self.cluster.delete_run(run.namespace, name, uids[name])
+        ]
+        if not deleted:
             return
-        for name in doomed:
-            await self.cluster.delete_run(run.namespace, name)
         await self.post_event(
             body,
             "Normal",
             "HistoryPruned",
-            f"deleted {len(doomed)} finished run(s) of catalog {run.catalog} beyond the history "
+            f"deleted {len(deleted)} finished run(s) of catalog {run.catalog} beyond the history "
             f"limits ({self.settings.successful_runs_history_limit} succeeded, "
             f"{self.settings.failed_runs_history_limit} failed or cancelled, "
-            f"{self.settings.skipped_runs_history_limit} skipped): {', '.join(doomed)}",
+            f"{self.settings.skipped_runs_history_limit} skipped): {', '.join(deleted)}",
         )
 
     async def notify(self, body: Mapping[str, Any]) -> None:

@@ -46,6 +46,17 @@ def _api_message(exc: BaseException) -> str:
     return str(message or getattr(exc, "reason", "") or exc)
 
 
+STATUS_PATCH_ATTEMPTS = 5
+
+
+def _delete_options(uid: str | None) -> dict[str, Any]:
+    """Background propagation; with a uid, only the object that has it is deleted (else 409)."""
+    options: dict[str, Any] = {"propagationPolicy": "Background"}
+    if uid:
+        options["preconditions"] = {"uid": uid}
+    return options
+
+
 class KubeCluster:
     """:class:`~catalogsync.operator.cluster.Cluster` on kubernetes-asyncio."""
 
@@ -107,31 +118,60 @@ class KubeCluster:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
-    async def delete_run(self, namespace: str, name: str) -> None:
+    async def delete_run(self, namespace: str, name: str, uid: str) -> bool:
         custom, _, _ = self._apis
         try:
             await custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
-            )
-        except Exception as exc:
-            if _status_code(exc) != 404:
-                raise
-
-    async def patch_run_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        custom, _, _ = self._apis
-        try:
-            await custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
                 PLURAL,
                 name,
-                {"status": dict(patch)},
-                _content_type=MERGE_PATCH,
+                body=_delete_options(uid),
             )
         except Exception as exc:
-            if _status_code(exc) != 404:
+            if _status_code(exc) in (404, 409):  # gone, or the name is another run's now
+                return False
+            raise
+        return True
+
+    async def patch_run_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], uid: str
+    ) -> bool:
+        """A merge patch with the resourceVersion of a read that showed ``uid`` as precondition.
+
+        The status subresource ignores ``metadata`` in a patch, uid included, so the uid cannot
+        guard the patch itself; a resourceVersion can (a run created again under the name has
+        another one). A conflict (the jobs patch their progress meanwhile) reads again.
+        """
+        custom, _, _ = self._apis
+        for _ in range(STATUS_PATCH_ATTEMPTS):
+            body = await self.get_run(namespace, name)
+            if body is None or body["metadata"].get("uid") != uid:
+                return False
+            version = body["metadata"]["resourceVersion"]
+            try:
+                await custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"metadata": {"resourceVersion": version}, "status": dict(patch)},
+                    _content_type=MERGE_PATCH,
+                )
+            except Exception as exc:
+                status = _status_code(exc)
+                if status == 404:
+                    return False
+                if status == 409:
+                    continue
                 raise
+            return True
+        raise RuntimeError(
+            f"the status of {namespace}/{name} kept changing; "
+            f"{STATUS_PATCH_ATTEMPTS} patches met a conflict"
+        )
 
     async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         _, batch, _ = self._apis
@@ -163,13 +203,13 @@ class KubeCluster:
             return False
         return True
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str | None) -> None:
         _, batch, _ = self._apis
         try:
-            await batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            await batch.delete_namespaced_job(name, namespace, body=_delete_options(uid))
             log.info("deleted Job %s/%s", namespace, name)
         except Exception as exc:
-            if _status_code(exc) != 404:
+            if _status_code(exc) not in (404, 409):  # gone, or another Job has the name now
                 raise
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:

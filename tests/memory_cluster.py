@@ -59,6 +59,10 @@ class MemoryCluster:
         """Job name -> the API server's message when it refuses to create that Job."""
         self.faults: dict[str, BaseException] = {}
         """Method name -> the exception that call raises."""
+        self.gone_on_delete: set[str] = set()
+        """Runs that someone else deletes just before this cluster's delete of them arrives."""
+        self.deleted_job_uids: list[str | None] = []
+        """The uid precondition of every Job delete, in order."""
         self._uids = itertools.count(1)
 
     # -- setup
@@ -102,22 +106,31 @@ class MemoryCluster:
         self._call("list_runs")
         return [copy.deepcopy(b) for (ns, _), b in self.runs.items() if namespace in (None, ns)]
 
-    async def delete_run(self, namespace: str, name: str) -> None:
+    async def delete_run(self, namespace: str, name: str, uid: str) -> bool:
         self._call("delete_run")
-        body = self.runs.pop((namespace, name), None)
         self.effects.append(("delete_run", name))
-        if body is not None:  # background propagation: the run's Jobs and their Pods go too
-            uid = body["metadata"]["uid"]
-            for key, job in list(self.jobs.items()):
-                if key[0] == namespace and _owner_uids(job) & {uid}:
-                    await self._cascade(key)
+        if name in self.gone_on_delete:
+            self.runs.pop((namespace, name), None)
+        body = self.runs.get((namespace, name))
+        if body is None or body["metadata"]["uid"] != uid:
+            return False
+        del self.runs[namespace, name]
+        # Background propagation: the run's Jobs and their Pods go too.
+        for key, job in list(self.jobs.items()):
+            if key[0] == namespace and _owner_uids(job) & {uid}:
+                await self._cascade(key)
+        return True
 
-    async def patch_run_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    async def patch_run_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], uid: str
+    ) -> bool:
         self._call("patch_run_status")
         self.effects.append(("patch_status", name))
         body = self.runs.get((namespace, name))
-        if body is not None:
-            body["status"] = merge_patch(body.get("status") or {}, patch)
+        if body is None or body["metadata"]["uid"] != uid:
+            return False
+        body["status"] = merge_patch(body.get("status") or {}, patch)
+        return True
 
     async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self._call("list_jobs")
@@ -149,10 +162,13 @@ class MemoryCluster:
         self.effects.append(("create_job", name))
         return True
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str | None) -> None:
         self._call("delete_job")
         self.effects.append(("delete_job", name))
-        await self._cascade((namespace, name))
+        self.deleted_job_uids.append(uid)
+        job = self.jobs.get((namespace, name))
+        if job is not None and uid in (None, job["metadata"].get("uid")):
+            await self._cascade((namespace, name))
 
     async def _cascade(self, key: Key) -> None:
         job = self.jobs.pop(key, None)

@@ -8,6 +8,7 @@ API (RBAC, watches, the Job controller) stays in test_operator_kube.py.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -311,3 +312,142 @@ async def test_resync_survives_a_run_that_fails_to_reconcile(scope: list[str] | 
     h.cluster.faults["read_secret_data"] = RuntimeError("apiserver restarting")
     await h.reconciler.resync(scope)
     assert h.cluster.effects == []
+
+
+# -- every write guarded by the uid the decision was made for
+
+
+class DeletedDuringObserve(MemoryCluster):
+    """The run is deleted (and its Jobs collected) after it was read, while its pods are listed:
+    the race of a ``kubectl delete`` landing ~100 ms after the fetcher Job was created."""
+
+    replacement: dict[str, Any] | None = None
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        for key in [k for k in self.runs if k[0] == namespace]:
+            await self.delete_run(*key, uid=self.runs[key]["metadata"]["uid"])
+        if self.replacement is not None:
+            self.add_run(self.replacement)
+        self.effects.clear()
+        return await super().list_pods(namespace, label_selector)
+
+
+def fetching(cluster: MemoryCluster) -> Harness:
+    h = Harness()
+    h.cluster = cluster
+    h.reconciler.cluster = cluster
+    h.add_secrets()
+    status = {"phase": "Fetching", "startTime": "2026-05-01T11:55:48Z",
+              "fetcher": {"jobName": "run-1-fetcher"}}  # fmt: skip
+    h.cluster.add_run(cr(status=status))
+    h.cluster.add_job(labelled(job("run-1-fetcher")))
+    return h
+
+
+async def test_a_run_deleted_mid_reconcile_gets_no_failure_events_and_no_notice() -> None:
+    h = fetching(DeletedDuringObserve())
+    await h.reconcile()
+    assert h.cluster.runs == {}
+    assert h.reasons() == [], "no FetchFailed/SyncFailed (JobLost) for a deleted run"
+    assert h.finished == [], "no notice for a deleted run"
+    assert [e[0] for e in h.cluster.effects] == ["patch_status"], "refused, nothing after it"
+
+
+async def test_a_run_replaced_under_the_same_name_is_not_written_to() -> None:
+    cluster = DeletedDuringObserve()
+    cluster.replacement = cr(uid="cr-uid-2")
+    h = fetching(cluster)
+    await h.reconcile()
+    assert "status" not in h.cluster.run("ns", "run-1"), "the new run's status is untouched"
+    assert h.reasons() == []
+    assert h.finished == []
+
+
+async def test_a_job_is_deleted_only_if_it_is_the_one_observed() -> None:
+    h = Harness()
+    h.add_secrets()
+    h.cluster.add_run(cr())
+    await h.reconcile()
+    h.cluster.runs["ns", "run-1"]["spec"]["cancel"] = True
+    observed = h.cluster.jobs["ns", "run-1-fetcher"]["metadata"]["uid"]
+    await h.reconcile()
+    assert h.cluster.deleted_job_uids == [observed]
+
+
+# -- history pruning reports what it deleted, once
+
+
+def burst(h: Harness, count: int) -> list[str]:
+    names = []
+    for i in range(count):
+        name = f"skip-{i:02d}"
+        h.cluster.add_run(cr(name, uid=name, created="2026-05-01T11:00:00Z",
+                             status={"phase": "Skipped",
+                                     "completionTime": "2026-05-01T11:00:01Z"}))  # fmt: skip
+        names.append(name)
+    return names
+
+
+class YieldingCluster(MemoryCluster):
+    """Lets other coroutines run inside the calls prunes make, as a real API round trip does."""
+
+    async def list_runs(self, namespace: str | None) -> list[dict[str, Any]]:
+        runs = await super().list_runs(namespace)
+        await asyncio.sleep(0)
+        return runs
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> bool:
+        await asyncio.sleep(0)
+        return await super().delete_run(namespace, name, uid)
+
+
+async def test_concurrent_prunes_delete_each_run_once_and_report_only_their_own_deletions() -> None:
+    h = maintaining()
+    cluster = YieldingCluster()
+    cluster.__dict__.update(h.cluster.__dict__)
+    h.cluster = cluster
+    h.reconciler.cluster = cluster
+    burst(h, 8)
+    h.cluster.add_run(cr("run-2", uid="run-2", status={"phase": "Failed"}))
+    others = [h.reconciler.prune(h.cluster.run("ns", "run-2"), resolve_run(h, "run-2"))]
+    await asyncio.gather(h.reconcile(), *others)
+    deletes = [e[1] for e in h.cluster.effects if e[0] == "delete_run"]
+    assert len(deletes) == len(set(deletes)), f"DELETEs repeated: {deletes}"
+    pruned = [e for e in h.cluster.events if e["reason"] == "HistoryPruned"]
+    reported = [n for e in pruned for n in e["message"].rsplit(": ", 1)[1].split(", ")]
+    assert sorted(reported) == sorted(deletes), "each deletion reported exactly once"
+    for event in pruned:
+        assert event["involvedObject"]["name"] not in event["message"].rsplit(": ", 1)[1]
+
+
+async def test_a_run_gone_before_its_delete_is_not_reported_as_pruned() -> None:
+    h = maintaining()
+    burst(h, 3)
+    h.cluster.gone_on_delete.add("skip-00")  # deleted by someone else between list and DELETE
+    await h.reconcile()
+    pruned = [e["message"] for e in h.cluster.events if e["reason"] == "HistoryPruned"]
+    assert len(pruned) == 1
+    assert "deleted 1 finished run(s)" in pruned[0]
+    assert pruned[0].endswith(": skip-01")
+
+
+def resolve_run(h: Harness, name: str) -> Any:
+    from catalogsync.operator.spec import resolve
+
+    return resolve(h.cluster.run("ns", name), h.settings)
+
+
+# -- events in causal order
+
+
+async def test_events_are_named_so_that_the_api_lists_them_in_the_order_they_happened() -> None:
+    """The API lists events by name and ``kubectl describe`` sorts by a one-second timestamp, so
+    events of one reconcile would shuffle; names that grow with time keep the order."""
+    h = maintaining()
+    await h.reconcile()
+    posted = [e["reason"] for e in h.cluster.events]
+    assert posted == ["MaintainSucceeded", "SyncSucceeded"]
+    by_name = sorted(h.cluster.events, key=lambda e: e["metadata"]["name"])
+    assert [e["reason"] for e in by_name] == posted
+    for event in h.cluster.events:
+        assert event["metadata"]["name"].startswith("run-1.")
