@@ -448,6 +448,21 @@ async def test_rejected_storage_key_fails_before_downloading(
     assert medipim.requests["products/stream"] == 0
 
 
+async def test_anon_key_fails_before_downloading(
+    fetch: Fetch, medipim: SimulatorServer, storage_server: StorageServer
+) -> None:
+    """The anon key is a valid JWT: only its role claim tells it apart before the upload's 403."""
+    outcome = await fetch(
+        STORAGE_SERVICE_ROLE_KEY=storage_server.anon_key, STORAGE_CREDENTIALS_SECRET="my-storage"
+    )
+    assert outcome.code == 2, outcome.log[-2000:]
+    assert outcome.message["reason"] == "InvalidCredentials"
+    assert "role 'anon'" in outcome.message["message"]
+    assert "'serviceRoleKey' of Secret 'my-storage'" in outcome.message["message"]
+    assert storage_server.anon_key not in outcome.log
+    assert medipim.requests["products/stream"] == 0
+
+
 async def test_same_run_fetched_twice_is_a_fresh_upload(
     medipim: SimulatorServer, make_storage_server: MakeStorageServer, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from catalogsync.common.storage import (
     storage_api_url,
     tus_action,
 )
-from catalogsync.dev.storage_server import StorageServer
+from catalogsync.dev.storage_server import StorageServer, mint_service_key
 from tests.plugins.storage import MakeStorageServer
 
 
@@ -89,6 +89,41 @@ async def test_open_storage_requires_the_service_role_key() -> None:
     with pytest.raises(PermanentError, match=r"serviceRoleKey.*Secret 's'") as caught:
         open_storage(settings)
     assert caught.value.reason == "SecretKeyMissing"
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        (mint_service_key(role="anon"), "'anon'"),
+        (mint_service_key(role="authenticated"), "'authenticated'"),
+        ("sb_publishable_abcdefghijklmnop", "publishable"),
+    ],
+)
+def test_a_key_that_is_not_the_service_role_is_refused_before_any_request(
+    key: str, named: str
+) -> None:
+    settings = settings_for(
+        "http://127.0.0.1:1/storage/v1",
+        STORAGE_SERVICE_ROLE_KEY=key,
+        STORAGE_CREDENTIALS_SECRET="sb",
+    )
+    with pytest.raises(PermanentError) as caught:
+        open_storage(settings)
+    assert caught.value.reason == "InvalidCredentials"
+    message = str(caught.value)
+    assert named in message
+    assert "'serviceRoleKey' of Secret 'sb'" in message
+    assert key not in message
+    assert key.rsplit(".", maxsplit=1)[-1] not in message
+
+
+@pytest.mark.parametrize(
+    "key", [mint_service_key(), "sb_secret_abcdefghijklmnop", "not-a-jwt", "a.b.c"]
+)
+async def test_service_role_and_opaque_keys_are_left_to_the_server(key: str) -> None:
+    settings = settings_for("http://127.0.0.1:1/storage/v1", STORAGE_SERVICE_ROLE_KEY=key)
+    storage = open_storage(settings)
+    await storage.aclose()
 
 
 async def test_open_storage_picks_the_backend(tmp_path: Path) -> None:

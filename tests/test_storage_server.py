@@ -319,6 +319,46 @@ async def test_bad_token_gets_access_denied_envelope(
         assert (answer.status_code, answer.json()) == (400, ACCESS_DENIED)
 
 
+async def test_info_route_without_authenticated_reads_a_bad_token_as_anonymous(
+    storage_server: StorageServer, tmp_path: Path
+) -> None:
+    """``/object/info/{bucket}/{key}`` has allowInvalidJwt: a bad token is anonymous, and a private
+    bucket is then NoSuchBucket; ``/object/info/authenticated/...`` says AccessDenied."""
+    key = unique_key("info")
+    await upload(storage_server, write_random(tmp_path / "info", 10), key)
+    bad = {"Authorization": "Bearer not-the-key"}
+    async with httpx.AsyncClient(base_url=f"{storage_server.url}/", headers=bad) as http:
+        anonymous = await http.get(f"object/info/{DEFAULT_BUCKET}/{key}")
+        authenticated = await http.get(f"object/info/authenticated/{DEFAULT_BUCKET}/{key}")
+    assert anonymous.status_code == authenticated.status_code == 400
+    assert (anonymous.json()["statusCode"], anonymous.json()["code"]) == ("404", "NoSuchBucket")
+    assert (authenticated.json()["statusCode"], authenticated.json()["code"]) == (
+        "403",
+        "AccessDenied",
+    )
+    async with storage_server.client() as http:
+        for route in ("object/info", "object/info/authenticated"):
+            found = await http.get(f"{route}/{DEFAULT_BUCKET}/{key}")
+            assert (found.status_code, found.json()["size"]) == (200, 10)
+
+
+async def test_anon_key_sees_no_objects_and_may_not_upload(
+    storage_server: StorageServer, tmp_path: Path
+) -> None:
+    """A valid JWT of role anon: RLS hides every object and refuses every new row."""
+    key = unique_key("anon")
+    await upload(storage_server, write_random(tmp_path / "anon", 10), key)
+    anon = {"Authorization": f"Bearer {storage_server.anon_key}"}
+    async with httpx.AsyncClient(base_url=f"{storage_server.url}/", headers=anon) as http:
+        info = await http.get(f"object/info/authenticated/{DEFAULT_BUCKET}/{key}")
+        created = await create_upload(http, unique_key("anon-upload"), 5)
+    assert (info.status_code, info.json()["code"]) == (400, "NoSuchKey")
+    assert (created.status_code, created.text) == (
+        403,
+        "new row violates row-level security policy",
+    )
+
+
 async def test_rest_errors_use_the_400_envelope(storage_server: StorageServer) -> None:
     async with storage_server.client() as http:
         no_key = await http.get(f"object/{DEFAULT_BUCKET}/{unique_key('missing')}")
@@ -384,7 +424,16 @@ async def test_range_get_and_head(storage_server: StorageServer, tmp_path: Path)
     assert head.headers["content-type"] == "application/x-ndjson"
     assert head.headers["cache-control"] == "no-cache"
     assert head.content == b""
-    assert (invalid.status_code, invalid.json()["code"]) == (400, "InvalidRange")
+    # The real server answers a range it cannot satisfy with HTTP 416 itself (range.ts).
+    assert (invalid.status_code, invalid.json()) == (
+        416,
+        {
+            "statusCode": "416",
+            "code": "InvalidRange",
+            "error": "invalid_range",
+            "message": "invalid range provided",
+        },
+    )
 
 
 async def test_copy_replaces_existing_key_only_with_upsert(
@@ -421,7 +470,11 @@ async def test_copy_replaces_existing_key_only_with_upsert(
     assert await download_sha256(storage_server, latest) == sha256_of(new)
 
 
-async def test_copy_user_metadata_override(storage_server: StorageServer, tmp_path: Path) -> None:
+async def test_copy_keeps_the_source_user_metadata(
+    storage_server: StorageServer, tmp_path: Path
+) -> None:
+    """With copyMetadata (the default) the real server copies the source's user metadata and
+    ignores x-metadata (object.ts copyObject); only copyMetadata: false takes x-metadata."""
     source = write_random(tmp_path / "src", 100)
     key, dest = unique_key("src"), unique_key("dest")
     await upload(storage_server, source, key, user_metadata={"run": "r1"})
@@ -434,7 +487,21 @@ async def test_copy_user_metadata_override(storage_server: StorageServer, tmp_pa
         )
         assert copied.status_code == 200
         info = (await http.get(f"object/info/{DEFAULT_BUCKET}/{dest}")).json()
-    assert info["metadata"] == {"run": "r1", "published": "yes"}
+        other = unique_key("other")
+        replaced = await http.post(
+            "object/copy",
+            json={
+                "bucketId": DEFAULT_BUCKET,
+                "sourceKey": key,
+                "destinationKey": other,
+                "copyMetadata": False,
+            },
+            headers={"x-metadata": override},
+        )
+        assert replaced.status_code == 200
+        overridden = (await http.get(f"object/info/{DEFAULT_BUCKET}/{other}")).json()
+    assert info["metadata"] == {"run": "r1"}
+    assert overridden["metadata"] == {"run": "r1", "published": "yes"}
 
 
 # -- lifecycle ------------------------------------------------------------------------------------

@@ -61,6 +61,43 @@ def credentials_error(secret: str, detail: str) -> PermanentError:
     )
 
 
+SERVICE_ROLE = "service_role"
+PUBLISHABLE_PREFIX = "sb_publishable_"
+"""Supabase's newer public API keys (the anon key's successor); secret keys are ``sb_secret_``."""
+
+
+def jwt_role(key: str) -> str | None:
+    """The ``role`` claim of a JWT-shaped key, read without verifying it; ``None`` if it has none.
+
+    Only the payload is decoded (base64url JSON): which role the key claims is all that is wanted
+    before the first request, and the server verifies the signature anyway.
+    """
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None
+
+
+def service_role_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a service role key, or ``None`` when only the server can tell.
+
+    The anon key is a valid JWT: without this check it passes every read (RLS just hides the
+    objects) and fails only at the upload, after the whole catalog was downloaded.
+    """
+    if key.startswith(PUBLISHABLE_PREFIX):
+        return "it is a publishable key (sb_publishable_...), not a secret or service role key"
+    role = jwt_role(key)
+    if role is not None and role != SERVICE_ROLE:
+        what = " (the project's public anon key)" if role == "anon" else ""
+        return f"it is a JWT of role {role!r}{what}, not of role {SERVICE_ROLE!r}"
+    return None
+
+
 NDJSON = "application/x-ndjson"
 CACHE_SECONDS = "60"
 """``cacheControl`` of uploads: ``latest.ndjson`` gets overwritten, so CDN copies stay short."""
@@ -101,6 +138,14 @@ class SupabaseStorage:
         retry: RetryPolicy | None = None,
         timeout: float = 120.0,
     ) -> None:
+        problem = service_role_problem(key)
+        if problem is not None:
+            raise PermanentError(
+                f"STORAGE_SERVICE_ROLE_KEY is not a service role key: {problem}. Put the "
+                "project's service_role (or sb_secret_) key under key 'serviceRoleKey' of Secret "
+                f"'{credentials_secret}'; nothing was downloaded or uploaded",
+                reason="InvalidCredentials",
+            )
         self.api_url = api_url.rstrip("/")
         self.bucket = bucket
         self.credentials_secret = credentials_secret
@@ -144,7 +189,9 @@ class SupabaseStorage:
     async def info(self, key: str) -> ObjectInfo | None:
         async for attempt in self.retry.retrying((TransientError, httpx.TransportError), "info"):
             with attempt:
-                response = await self._http.get(self._object_path("info/", key))
+                # Not /object/info/{bucket}/{key}: that route reads a rejected token as anonymous,
+                # and a private bucket then answers NoSuchBucket instead of AccessDenied.
+                response = await self._http.get(self._object_path("info/authenticated/", key))
                 if response.is_success:
                     body = _error_body(response.content)
                     raw = body.get("metadata") or {}

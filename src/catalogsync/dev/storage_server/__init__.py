@@ -125,14 +125,16 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def mint_service_key(secret: str | None = None, *, lifetime: float = 10 * 365 * 86400) -> str:
-    """A service_role JWT shaped like Supabase's (HS256), so clients that decode keys accept it.
+def mint_service_key(
+    secret: str | None = None, *, lifetime: float = 10 * 365 * 86400, role: str = "service_role"
+) -> str:
+    """A JWT of ``role`` shaped like Supabase's keys (HS256), so clients that decode keys accept it.
 
     The server compares the whole token, it does not verify claims: see docs/testing.md.
     """
     now = int(time.time())
     header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"iss": "catalogsync-dev", "role": "service_role", "iat": now}
+    claims = {"iss": "catalogsync-dev", "role": role, "iat": now}
     claims["exp"] = now + int(lifetime)
     payload = _b64url(json.dumps(claims).encode())
     key = (secret or secrets.token_hex(32)).encode()
@@ -173,6 +175,8 @@ class StorageServer(AsyncService):
         self.host = host
         self.port = port
         self.service_key = service_key or mint_service_key()
+        self.anon_key = mint_service_key(role="anon")
+        """A valid JWT of role ``anon``, answered as RLS answers Supabase's anon key."""
         self.buckets = tuple(buckets)
         self.enforce_chunk_size = enforce_chunk_size
         self.upload_expiry = upload_expiry
@@ -221,6 +225,7 @@ class StorageServer(AsyncService):
             f"--data-dir={self.data_dir}",
             f"--upload-expiry-ms={expiry_ms}",
             f"--file-size-limit={self.file_size_limit}",
+            f"--anon-key={self.anon_key}",
             f"--node-prefix={node_prefix}",
             f"--parent-pid={os.getpid()}",
         ]

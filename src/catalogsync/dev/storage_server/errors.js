@@ -6,11 +6,12 @@
 // semantic status becomes the HTTP status and `message` the text/plain body (see tus.js).
 
 export class StorageError extends Error {
-  constructor({code, status, message, error}) {
+  constructor({code, status, message, error, httpStatus}) {
     super(message)
     this.code = code
     this.status = status
     this.error = error ?? code
+    this.userStatus = httpStatus
   }
 
   render() {
@@ -23,7 +24,7 @@ export class StorageError extends Error {
   }
 
   get httpStatus() {
-    return this.status === 500 ? 500 : 400
+    return this.userStatus ?? (this.status === 500 ? 500 : 400)
   }
 }
 
@@ -80,12 +81,22 @@ export const ERRORS = {
     }),
   invalidKey: (key) =>
     new StorageError({code: 'InvalidKey', status: 400, message: `Invalid key: ${key}`}),
+  // range.ts answers an unsatisfiable Range with HTTP 416 itself (withStatusCode(416)).
   invalidRange: () =>
     new StorageError({
       code: 'InvalidRange',
-      status: 400,
+      status: 416,
       error: 'invalid_range',
       message: 'invalid range provided',
+      httpStatus: 416,
+    }),
+  // What PostgreSQL's row-level security says to a role without a policy (the anon key).
+  rowLevelSecurity: () =>
+    new StorageError({
+      code: 'AccessDenied',
+      status: 403,
+      error: 'Unauthorized',
+      message: 'new row violates row-level security policy',
     }),
   invalidMimeType: (mimeType) =>
     new StorageError({

@@ -142,10 +142,11 @@ function objectInfo(row) {
   }
 }
 
-// `bytes=a-b`, `bytes=a-` or `bytes=-n`; anything else, or a range past the end, is invalid.
+// `bytes=a-b`, `bytes=a-` or `bytes=-n`; anything else, a range past the end or any range of an
+// empty object is invalid (416), as in Supabase's range.ts.
 export function parseRange(header, size) {
   const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
-  if (!match || (match[1] === '' && match[2] === '')) {
+  if (!match || size <= 0 || (match[1] === '' && match[2] === '')) {
     throw ERRORS.invalidRange()
   }
   let start
@@ -167,14 +168,44 @@ export function parseRange(header, size) {
   return {start, end}
 }
 
+// The object an object route names, whether it only reads, and whether Supabase registers it
+// with allowInvalidJwt (GET /object/info/{bucket}/{key} and HEAD /object/{bucket}/{key}).
+function objectTarget(parts, method) {
+  const [head, second, third] = parts
+  if (head !== 'object' || parts.length < 3 || second === 'copy') {
+    return null
+  }
+  if (second === 'info') {
+    const authenticated = third === 'authenticated'
+    const rest = authenticated ? parts.slice(3) : parts.slice(2)
+    if (method !== 'GET' || rest.length < 2) {
+      return null
+    }
+    const name = rest.slice(1).join('/')
+    return {bucketId: rest[0], name, read: 'info', allowsInvalidJwt: !authenticated}
+  }
+  const authenticated = second === 'authenticated'
+  const rest = authenticated ? parts.slice(2) : parts.slice(1)
+  if (rest.length < 2) {
+    return null
+  }
+  const read = method === 'GET' || method === 'HEAD' ? 'download' : null
+  const allowsInvalidJwt = method === 'HEAD' && !authenticated
+  return {bucketId: rest[0], name: rest.slice(1).join('/'), read, allowsInvalidJwt}
+}
+
 export class Rest {
   constructor({catalog, config}) {
     this.catalog = catalog
     this.config = config
   }
 
-  // `route` is the path after /storage/v1, still percent-encoded.
-  async handle(req, res, route, query) {
+  // `route` is the path after /storage/v1, still percent-encoded. `role` is the token's:
+  // 'service_role', 'anon', or null for a missing or invalid one (see allowsInvalidJwt).
+  async handle(req, res, route, query, role = 'service_role') {
+    if (role !== 'service_role') {
+      return this.limited(req, res, route, role)
+    }
     const method = req.method
     const parts = route.split('/').slice(1).map(decodeURIComponent)
     const [head, second] = parts
@@ -213,6 +244,42 @@ export class Rest {
     }
     req.resume()
     return sendJson(res, 404, routeNotFound(method, `/storage/v1${route}`))
+  }
+
+  // What a token that is not the service role gets. Supabase finds the bucket as superuser, then
+  // reads objects as the token's role: RLS without a policy hides every object from anon and
+  // refuses every new row. An invalid token is anonymous on the routes that allow it
+  // (getObjectInfo.ts: a private bucket is then NoSuchBucket) and AccessDenied elsewhere.
+  limited(req, res, route, role) {
+    req.resume()
+    const method = req.method
+    const parts = route.split('/').slice(1).map(decodeURIComponent)
+    const target = objectTarget(parts, method)
+    if (role === null) {
+      if (target?.allowsInvalidJwt) {
+        const bucket = this.catalog.bucket(target.bucketId)
+        if (!bucket?.public) {
+          throw ERRORS.noSuchBucket()
+        }
+        return this.info(res, target.bucketId, target.name)
+      }
+      throw ERRORS.accessDenied()
+    }
+    if (target) {
+      const bucket = this.catalog.requireBucket(target.bucketId)
+      if (bucket.public && target.read) {
+        return target.read === 'info'
+          ? this.info(res, target.bucketId, target.name)
+          : this.download(req, res, target.bucketId, target.name, new URLSearchParams())
+      }
+      if (target.read) {
+        throw ERRORS.noSuchKey()
+      }
+    }
+    if (parts[0] === 'bucket' && method === 'GET' && parts.length === 1) {
+      return sendJson(res, 200, [])
+    }
+    throw ERRORS.rowLevelSecurity()
   }
 
   // Buckets
@@ -277,7 +344,7 @@ export class Rest {
     let start = 0
     let end = row.size - 1
     const range = req.headers.range
-    if (range !== undefined && row.size > 0) {
+    if (range !== undefined) {
       ;({start, end} = parseRange(range, row.size))
       status = 206
       headers['content-range'] = `bytes ${start}-${end}/${row.size}`
@@ -348,7 +415,8 @@ export class Rest {
         cacheControl: copyMetadata
           ? source.cache_control
           : body.metadata?.cacheControl || 'no-cache',
-        userMetadata: userMetadata ?? (copyMetadata ? source.user_metadata : null),
+        // As Supabase's copyObject: x-metadata counts only with copyMetadata: false.
+        userMetadata: copyMetadata ? source.user_metadata : (userMetadata ?? null),
         upsert,
       })
       return sendJson(res, 200, {

@@ -28,6 +28,7 @@ function parseOptions(argv) {
       port: {type: 'string', default: '0'},
       'data-dir': {type: 'string'},
       'service-key': {type: 'string', default: process.env.STORAGE_SERVICE_ROLE_KEY ?? ''},
+      'anon-key': {type: 'string', default: process.env.STORAGE_ANON_KEY ?? ''},
       'enforce-chunk-size': {type: 'boolean', default: false},
       'upload-expiry-ms': {type: 'string', default: '3600000'},
       'file-size-limit': {type: 'string', default: String(50 * 1024 ** 3)},
@@ -47,6 +48,7 @@ function parseOptions(argv) {
     port: Number.parseInt(values.port, 10),
     dataDir: path.resolve(values['data-dir']),
     serviceKey: values['service-key'],
+    anonKey: values['anon-key'],
     enforceChunkSize: values['enforce-chunk-size'],
     uploadExpiryMs: Number.parseInt(values['upload-expiry-ms'], 10),
     fileSizeLimit: Number.parseInt(values['file-size-limit'], 10),
@@ -65,10 +67,19 @@ function loader(nodePrefix) {
   return (name) => import(pathToFileURL(require.resolve(name)).href)
 }
 
-function authorized(req, serviceKey) {
+// The role of the request's token: the service key, the anon key, or null for anything else (a
+// missing, malformed or wrongly signed token). Tokens are compared whole, not verified.
+function roleOf(req, config) {
   const header = req.headers.authorization ?? ''
   const match = /^Bearer\s+(.+)$/i.exec(header)
-  return match !== null && match[1].trim() === serviceKey
+  const token = match?.[1].trim()
+  if (token === config.serviceKey) {
+    return 'service_role'
+  }
+  if (config.anonKey && token === config.anonKey) {
+    return 'anon'
+  }
+  return null
 }
 
 function respondAfterBody(req, respond) {
@@ -149,9 +160,18 @@ async function main() {
       }
       if (pathname === TUS_PATH || pathname.startsWith(`${TUS_PATH}/`)) {
         stats.request(`${req.method} upload`)
-        if (req.method !== 'OPTIONS' && !authorized(req, config.serviceKey)) {
+        const role = req.method === 'OPTIONS' ? 'service_role' : roleOf(req, config)
+        if (role === null) {
           const denied = ERRORS.accessDenied()
           return respondAfterBody(req, () => sendJson(res, 400, denied.render()))
+        }
+        if (role === 'anon') {
+          // The anon key is a valid JWT, but RLS on storage.objects has no policy for it.
+          const text = ERRORS.rowLevelSecurity().message
+          return respondAfterBody(req, () => {
+            res.writeHead(403, {'content-type': 'text/plain', 'tus-resumable': '1.0.0'})
+            res.end(text)
+          })
         }
         return await handleTus(tusServer, srvx, req, res)
       }
@@ -161,11 +181,8 @@ async function main() {
         return res.end()
       }
       if (pathname.startsWith(`${PREFIX}/`)) {
-        if (!authorized(req, config.serviceKey)) {
-          const denied = ERRORS.accessDenied()
-          return respondAfterBody(req, () => sendJson(res, 400, denied.render()))
-        }
-        return await rest.handle(req, res, pathname.slice(PREFIX.length), url.searchParams)
+        const route = pathname.slice(PREFIX.length)
+        return await rest.handle(req, res, route, url.searchParams, roleOf(req, config))
       }
       req.resume()
       return sendJson(res, 404, {
