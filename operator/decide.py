@@ -259,6 +259,7 @@ class _Plan:
     def fail(self, failure: Failure, *, delete: Sequence[str] = ()) -> Decision:
         stage = failure.stage
         self.patch["failure"] = failure.to_status()
+        self.patch["progress"] = None  # a percentage of no stage; "37%" would read as running
         summary = f"{stage} failed: {failure.reason}: {failure.message}"
         if stage in self.run.stages:
             self.set_condition(CONDITION_OF[stage], "False", failure.reason, failure.message)
@@ -278,11 +279,21 @@ class _Plan:
         if active:
             message += f"; deleted Job {', '.join(active)}"
         phase = self.status.get("phase") or ""
+        if phase == PHASE_OF["maintainer"]:
+            # Each chunk commits on its own, so what the maintainer counted is in the table.
+            counts = self.counts("maintainer")
+            message += (
+                f"; the maintainer had committed {counts.get('processed', 0)} of "
+                f"{counts.get('total', '?')} products ({counts.get('inserted', 0)} inserted, "
+                f"{counts.get('updated', 0)} updated, {counts.get('skipped', 0)} unchanged, "
+                f"{counts.get('deleted', 0)} deleted, {counts.get('invalid', 0)} invalid)"
+            )
         for stage, stage_phase in PHASE_OF.items():
             if phase == stage_phase:
                 self.set_condition(CONDITION_OF[stage], "False", "Cancelled", message)
         self.set_condition("Succeeded", "False", "Cancelled", message)
         self.decision.delete = tuple(active)
+        self.patch["progress"] = None
         self.event("Normal", "SyncCancelled", message)
         return self.finish("Cancelled", message)
 

@@ -40,7 +40,7 @@ HINTS = {
     "(maintainer.chunkSize)",
     "DeadlineExceeded": "raise spec.{stage}.activeDeadlineSeconds if the catalog is this large",
     "BackoffLimitExceeded": "every attempt failed; read the pod logs "
-    "(kubectl logs -l catalogsync.io/stage={stage})",
+    "(kubectl logs -l catalogsync.io/run={run},catalogsync.io/stage={stage})",
 }
 
 
@@ -183,14 +183,21 @@ def stage_failure(
     if exit_code in EXIT_CODE_REASONS:
         return Failure(stage, EXIT_CODE_REASONS[exit_code], message, exit_code, pod_name)
     if job_reason == "BackoffLimitExceeded":
-        message = with_hint(message + attempts, "BackoffLimitExceeded", stage)
+        message = with_hint(message + attempts, "BackoffLimitExceeded", stage, _run_of(job, stage))
         return Failure(stage, "BackoffLimitExceeded", message, exit_code, pod_name)
     reason = job_reason if job_reason and job_reason != "PodFailurePolicy" else "Error"
     return Failure(stage, reason, message or job_message, exit_code, pod_name)
 
 
-def with_hint(message: str, reason: str, stage: str) -> str:
-    return f"{message}; {HINTS[reason].format(stage=stage)}"
+def with_hint(message: str, reason: str, stage: Stage, run: str | None = None) -> str:
+    """``message`` with what to do about ``reason``; ``run`` narrows a log selector to one run."""
+    return f"{message}; {HINTS[reason].format(stage=stage, run=run or '<name>')}"
+
+
+def _run_of(job: Mapping[str, Any] | None, stage: Stage) -> str | None:
+    """The run a stage's Job belongs to: its name is ``<run>-<stage>``."""
+    name = str((job or {}).get("metadata", {}).get("name") or "")
+    return name.removesuffix(f"-{stage}") if name.endswith(f"-{stage}") else None
 
 
 def _memory_limit(pod: Mapping[str, Any], container: str) -> str | None:

@@ -540,3 +540,32 @@ def test_a_decision_only_reads_what_it_is_given() -> None:
     assert first.status
     assert obs == before
     assert decide(copy.deepcopy(obs)) == first
+
+
+def test_a_failed_or_cancelled_run_clears_its_progress() -> None:
+    """A Failed run at "37%" reads like a run still going; the progress is of no stage now."""
+    body = cr(status=running_status(progress="37%"))
+    failed = StageView(job=job("run-1-fetcher", conditions=[("Failed", "BackoffLimitExceeded")],
+                               active=0, failed=3))  # fmt: skip
+    decision = decide(observe(body, fetcher=failed))
+    assert decision.status["phase"] == "Failed"
+    assert changed(body["status"], decision.status)["progress"] is None
+    cancelled = cr(spec={"cancel": True}, status=running_status(progress="37%"))
+    decision = decide(observe(cancelled, fetcher=StageView(job=job("run-1-fetcher"))))
+    assert decision.status["phase"] == "Cancelled"
+    assert changed(cancelled["status"], decision.status)["progress"] is None
+
+
+def test_a_cancelled_maintainer_reports_what_it_had_committed() -> None:
+    counts = {"jobName": "run-1-maintainer", "total": 2000, "processed": 1500,
+              "inserted": 10, "updated": 90, "skipped": 1400, "deleted": 0, "invalid": 0,
+              "chunksDone": 3}  # fmt: skip
+    body = cr(spec={"cancel": True}, status=running_status("maintainer", maintainer=counts))
+    decision = decide(observe(body, maintainer=StageView(job=job("run-1-maintainer"))))
+    assert decision.status["phase"] == "Cancelled"
+    assert (
+        "committed 1500 of 2000 products (10 inserted, 90 updated, 1400 unchanged"
+        in (decision.status["message"])
+    )
+    assert decision.status.get("maintainer", {}).get("inserted", 10) == 10, "counts kept"
+    assert conditions(decision)["Maintained"] == ("False", "Cancelled")

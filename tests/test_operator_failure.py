@@ -54,6 +54,14 @@ def test_a_generic_crash_after_retries_is_backoff_limit_exceeded_with_the_log_ta
     assert "exit code 1" in failure.message
 
 
+def test_the_log_hint_selects_the_pods_of_this_run_only() -> None:
+    pods = [pod("p1", "fetcher", phase="Failed", exit_code=1, message="boom")]
+    failure = stage_failure("fetcher", failed_job("BackoffLimitExceeded"), pods)
+    assert "kubectl logs -l catalogsync.io/run=run-1,catalogsync.io/stage=fetcher" in (
+        failure.message
+    )
+
+
 def test_permanent_exit_codes_without_a_summary_map_to_reasons() -> None:
     pods = [pod("p1", "maintainer", phase="Failed", exit_code=3)]
     assert stage_failure("maintainer", failed_job("PodFailurePolicy"), pods).reason == (
