@@ -29,6 +29,7 @@ from catalogsync.common.jobs import run_job
 from catalogsync.common.progress import Reporters, Snapshot, reporters_for
 from catalogsync.common.retry import RetryPolicy
 from catalogsync.common.storage import open_storage
+from catalogsync.fetcher.incremental import incremental_filter, plan_window, rfc3339
 from catalogsync.fetcher.publish import store_catalog
 from catalogsync.fetcher.stream import StreamDownloader, describe_request
 
@@ -59,7 +60,8 @@ class FetchProgress:
         await self.reporter.update(self._snapshot)
 
     async def finish(self, summary: Mapping[str, Any]) -> None:
-        counts = {**self.counts, **{k: summary[k] for k in ("object", "sha256") if k in summary}}
+        kept = ("object", "sha256", "fullBecause")
+        counts = {**self.counts, **{k: summary[k] for k in kept if k in summary}}
         final = Snapshot(STAGE, self._snapshot.done, self._snapshot.total, "records", counts)
         await self.reporter.finish(final, summary)
 
@@ -108,14 +110,26 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
     storage = open_storage(
         storage_settings, chunk_size=fetcher.chunk_size, retry=retry, timeout=fetcher.read_timeout
     )
+    if fetcher.mode == "Incremental":
+        incremental_filter(medipim.filter, 0)  # a filter it cannot narrow fails before any I/O
     progress = FetchProgress(reporters_for(STAGE, run))
     try:
         # Storage is checked before the long download, so a bad key or bucket fails in seconds.
         await storage.info(storage_settings.latest_key)
-        log.info("fetching the MediPim catalog", extra=describe_request(medipim))
+        window = await plan_window(run, fetcher)
+        request = medipim
+        progress.counts["mode"] = window.mode
+        if window.since is not None:
+            since = int(window.since.timestamp())
+            request = medipim.model_copy(
+                update={"filter": incremental_filter(medipim.filter, since)}
+            )
+            progress.counts["since"] = rfc3339(window.since)
+        log.info("fetching the MediPim catalog", extra=describe_request(request))
         with scratch_file(fetcher.scratch_dir, run.run_id) as scratch:
             started = time.monotonic()
-            downloader = StreamDownloader(medipim, fetcher, scratch, progress=progress.downloading)
+            requested_at = int(time.time())  # the first attempt's: a watermark never too late
+            downloader = StreamDownloader(request, fetcher, scratch, progress=progress.downloading)
             result = await downloader.download()
             downloaded = time.monotonic()
             log.info(
@@ -131,6 +145,7 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
                 result,
                 publish_empty=fetcher.publish_empty,
                 progress=progress.uploading,
+                source={"mode": window.mode, "fetchedAt": str(requested_at)},
             )
             stored_at = time.monotonic()
         summary = {
@@ -140,6 +155,9 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
             "downloads": result.attempts,
             "sha256": result.sha256,
             "empty": result.empty,
+            "mode": window.mode,
+            **({"since": progress.counts["since"]} if window.since is not None else {}),
+            **({"fullBecause": window.why_full} if window.why_full else {}),
             **stored,
             "seconds": {
                 "download": round(downloaded - started, 2),

@@ -8,6 +8,7 @@ complete catalog or the new one, never a partial file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from catalogsync.common.config import StorageSettings
@@ -18,9 +19,17 @@ from catalogsync.fetcher.validate import empty_catalog_action
 log = logging.getLogger(__name__)
 
 
-def catalog_metadata(result: StreamResult, run_id: str) -> dict[str, str]:
-    """The object's user metadata: enough for a reader to verify what it downloaded."""
-    return {"sha256": result.sha256, "records": str(result.records), "run": run_id}
+def catalog_metadata(
+    result: StreamResult, run_id: str, source: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The object's user metadata: enough for a reader to verify what it downloaded, and
+    ``source`` (``mode``, ``fetchedAt``): how and when it was requested."""
+    return {
+        "sha256": result.sha256,
+        "records": str(result.records),
+        "run": run_id,
+        **(source or {}),
+    }
 
 
 async def store_catalog(
@@ -31,8 +40,12 @@ async def store_catalog(
     *,
     publish_empty: bool,
     progress: UploadProgress | None = None,
+    source: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Uploads the run object and publishes it as ``latest.ndjson`` unless that would be wrong.
+
+    An incremental catalog (only what changed) is never published: ``latest.ndjson`` is always
+    a whole catalog.
 
     An empty catalog (a 204) is still stored as the run's object, so the run's maintainer finds
     zero products rather than no object, but it replaces a non-empty ``latest.ndjson`` only when
@@ -40,8 +53,11 @@ async def store_catalog(
     """
     run_key = settings.run_key(run_id)
     latest_key = settings.latest_key
-    metadata = catalog_metadata(result, run_id)
+    metadata = catalog_metadata(result, run_id, source)
     await storage.upload(run_key, result.path, metadata=metadata, progress=progress)
+    if metadata.get("mode") == "Incremental":
+        log.info("stored %s; an incremental catalog is never published as %s", run_key, latest_key)
+        return {"object": run_key, "latest": None, "published": False}
     if result.empty:
         latest = await storage.info(latest_key)
         if empty_catalog_action(latest, publish_empty) == "keep":

@@ -25,11 +25,12 @@ from typing import Any
 
 import asyncpg
 
-from catalogsync.common.errors import InvalidDataError, PermanentError
+from catalogsync.common.errors import InvalidDataError
 from catalogsync.common.progress import Reporter, Snapshot
 from catalogsync.maintainer import changes as feed
 from catalogsync.maintainer import loader, runs
 from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
+from catalogsync.maintainer.database import connect
 from catalogsync.maintainer.deletes import Feed, delete_missing, withheld_because
 from catalogsync.maintainer.records import COLUMNS
 from catalogsync.maintainer.schema import Tables, has_sync_columns, migrate, table_exists
@@ -136,22 +137,7 @@ class Run:
         self.slots = asyncio.Semaphore(1)
 
     async def _connect(self, role: str) -> asyncpg.Connection:
-        try:
-            return await asyncpg.connect(
-                self.dsn,
-                server_settings={"application_name": f"catalogsync-maintainer {role}"[:63]},
-            )
-        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as e:
-            raise PermanentError(
-                f"the database rejected the credentials: {e} (check key 'url' of the database "
-                "Secret, DATABASE_URL)",
-                reason="InvalidCredentials",
-            ) from None
-        except asyncpg.InvalidCatalogNameError as e:
-            raise PermanentError(
-                f"{e}: DATABASE_URL names a database that does not exist",
-                reason="InvalidConfiguration",
-            ) from None
+        return await connect(self.dsn, f"catalogsync-maintainer {role}")
 
     async def execute(self) -> dict[str, Any]:
         started = time.monotonic()

@@ -142,6 +142,10 @@ class FetcherSettings(_Settings):
     """Seconds before the first retry; doubled after each failure, plus jitter."""
     backoff_max: float = Field(60.0, alias="FETCHER_BACKOFF_MAX", ge=0)
     publish_empty: bool = Field(False, alias="FETCHER_PUBLISH_EMPTY")
+    mode: Literal["Full", "Incremental"] = Field("Full", alias="FETCHER_MODE")
+    """``Incremental`` fetches what changed since the database's watermark (DATABASE_*)."""
+    incremental_overlap: int = Field(3600, alias="FETCHER_INCREMENTAL_OVERLAP", ge=0)
+    """Seconds an Incremental run asks for before its watermark."""
     scratch_dir: str | None = Field(None, alias="FETCHER_SCRATCH_DIR")
 
 
