@@ -14,6 +14,8 @@ step "kubernetes binaries"
 scripts/build-k8s.sh
 step "helm"
 scripts/build-helm.sh
+step "promtool"
+scripts/build-promtool.sh
 step "checkov"
 scripts/install-checkov.sh
 

@@ -38,6 +38,10 @@ def helm_binary() -> Path:
     return cached_tool("build-helm.sh", "--print-path", "helm")
 
 
+def promtool_binary() -> Path:
+    return cached_tool("build-promtool.sh", "--print-path", "promtool")
+
+
 def checkov_binary() -> Path:
     return cached_tool("install-checkov.sh", "--print-path", "checkov")
 

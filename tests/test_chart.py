@@ -286,7 +286,10 @@ def test_operator_deployment_runs_one_replica_recreated_with_a_liveness_probe(
     (container,) = pod["containers"]
     assert container["args"] == ["operator"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9110, "protocol": "TCP"},
+    ]
     assert config_env(default)["CATALOGSYNC_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     assert container["envFrom"] == [{"configMapRef": {"name": "cs-catalogsync-operator"}}]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
