@@ -1,6 +1,7 @@
 # Sourced by the scripts that build or install a tool into the cache outside the checkout
 # (build-k8s.sh, build-helm.sh, build-promtool.sh, install-checkov.sh), so that fresh clones on
-# the same machine (CI) reuse what an earlier run made. Each script defines `is_current` and sets `force` (--force).
+# the same machine (CI) reuse what an earlier run made. Each script defines `is_current` and sets
+# `force` (--force).
 
 cache_root="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
 
