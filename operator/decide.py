@@ -80,6 +80,8 @@ class Observation:
     deadline_grace: float = 120.0
     pod_creation_grace: float = 60.0
     """Seconds a Job may go on being refused its pods (a quota may free up) before the run fails."""
+    unschedulable_grace: float = 900.0
+    """Seconds a stage's pod may stay unschedulable (a node may be added) before the run fails."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,14 @@ class _Plan:
             refusal.permanent or refusal.lasted(self.obs.now) >= self.obs.pod_creation_grace
         ):
             return self.fail(Failure(stage, "PodCreationFailed", refusal.message), delete=(name,))
+        stuck = failures.unschedulable(view.pods, self.obs.now)
+        if stuck is not None and stuck.lasted >= self.obs.unschedulable_grace:
+            message = (
+                f"pod {stuck.pod} could not be scheduled for {format_duration(stuck.lasted)}: "
+                f"{stuck.message}; make room or change spec.{stage}.resources, nodeSelector, "
+                "tolerations or affinity (or the operator's defaults for the stage)"
+            )
+            return self.fail(Failure(stage, "Unschedulable", message), delete=(name,))
         job_started = parse_time(view.job.get("status", {}).get("startTime"))
         deadline = self.run.pods[stage].active_deadline_seconds + self.obs.deadline_grace
         if job_started and (self.obs.now - job_started).total_seconds() > deadline:
@@ -446,6 +456,11 @@ def decide(obs: Observation) -> Decision:
                 if run.problems:
                     problem = "; ".join(run.problems)
                     return plan.fail(Failure(stage, "InvalidConfiguration", problem))
+                if run.pod_problems:
+                    # Checked for every stage now, so the maintainer's cannot fail after a fetch.
+                    first = next(s for s in run.stages if s in run.pod_problems)
+                    problem = "; ".join(p for s in run.stages for p in run.pod_problems.get(s, ()))
+                    return plan.fail(Failure(first, "InvalidConfiguration", problem))
             return plan.start(stage, first=position == 0)
         state = job_state(view.job)
         if state == "running":

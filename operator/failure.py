@@ -227,6 +227,38 @@ def pending_reason(pods: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 @dataclass(frozen=True)
+class Unschedulable:
+    """The scheduler has found no node for the newest pod of a stage."""
+
+    pod: str
+    lasted: float
+    """Seconds since the scheduler first said so (or since the pod was created)."""
+    message: str
+    """The scheduler's reason, e.g. ``0/3 nodes are available: 3 Insufficient memory.``"""
+
+
+def unschedulable(pods: Sequence[Mapping[str, Any]], now: dt.datetime) -> Unschedulable | None:
+    """Whether the newest pending pod is marked ``PodScheduled=False`` (``Unschedulable``)."""
+    waiting = [pod for pod in pods if pod.get("status", {}).get("phase") in (None, "Pending")]
+    if not waiting:
+        return None
+    pod = max(waiting, key=lambda p: str(p.get("metadata", {}).get("creationTimestamp", "")))
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            since = parse_time(cond.get("lastTransitionTime")) or parse_time(
+                pod.get("metadata", {}).get("creationTimestamp")
+            )
+            lasted = (now - since).total_seconds() if since is not None else 0.0
+            message = one_line(str(cond.get("message") or "no node fits the pod"), 1000)
+            return Unschedulable(str(pod["metadata"]["name"]), lasted, message)
+    return None
+
+
+@dataclass(frozen=True)
 class PodRefusal:
     """The API server has been refusing the pods of a Job (admission, quota, PriorityClass)."""
 

@@ -162,6 +162,7 @@ class Reconciler:
                 rivals=rivals,
                 deadline_grace=self.settings.deadline_grace,
                 pod_creation_grace=self.settings.pod_creation_grace,
+                unschedulable_grace=self.settings.unschedulable_grace,
             )
             decision = decide(obs)
             if decision.needs_secrets:

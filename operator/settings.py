@@ -157,6 +157,9 @@ class OperatorSettings(BaseSettings):
     pod_creation_grace: float = Field(60.0, alias="CATALOGSYNC_POD_CREATION_GRACE", ge=0)
     """Seconds a Job may keep failing to create its pod (quota full, PriorityClass missing) before
     the operator fails the run; refusals by Pod Security admission fail it at once."""
+    unschedulable_grace: float = Field(900.0, alias="CATALOGSYNC_UNSCHEDULABLE_GRACE", ge=0)
+    """Seconds a stage's pod may stay unschedulable before the operator fails the run: long
+    enough for a cluster autoscaler to add a node, far shorter than a stage's deadline."""
     liveness_endpoint: str = Field(
         "http://0.0.0.0:8080/healthz", alias="CATALOGSYNC_LIVENESS_ENDPOINT"
     )

@@ -9,7 +9,7 @@ exactly those), the way a Pod spec field replaces a default rather than merging 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 from catalogsync.common.config import (
@@ -18,6 +18,7 @@ from catalogsync.common.config import (
     MaintainerSettings,
     validate_table_name,
 )
+from catalogsync.operator import pod_settings
 from catalogsync.operator.settings import OperatorSettings, StagePod
 
 Mode = Literal["Full", "FetchOnly", "MaintainOnly"]
@@ -73,6 +74,8 @@ class RunSpec:
     pods: Mapping[Stage, StagePod]
     problems: tuple[str, ...] = field(default=())
     """Configuration that makes the run impossible, found before any Job exists."""
+    pod_problems: Mapping[Stage, tuple[str, ...]] = field(default_factory=dict)
+    """Pod settings of a stage the run executes that its Job would be refused for."""
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -142,7 +145,11 @@ def resolve(body: Mapping[str, Any], settings: OperatorSettings) -> RunSpec:
     if mode not in ("Full", "FetchOnly", "MaintainOnly"):
         problems.append(f"spec.mode: {mode!r} is not one of Full, FetchOnly, MaintainOnly")
         mode = "Full"
-    return RunSpec(
+    pods: dict[Stage, StagePod] = {
+        "fetcher": _stage_pod(settings.fetcher, fetcher),
+        "maintainer": _stage_pod(settings.maintainer, maintainer),
+    }
+    run = RunSpec(
         name=str(metadata.get("name", "")),
         namespace=str(metadata.get("namespace", "")),
         uid=str(metadata.get("uid", "")),
@@ -162,9 +169,8 @@ def resolve(body: Mapping[str, Any], settings: OperatorSettings) -> RunSpec:
             database.get("credentialsSecret") or settings.database_credentials_secret
         ),
         maintainer=options,
-        pods={
-            "fetcher": _stage_pod(settings.fetcher, fetcher),
-            "maintainer": _stage_pod(settings.maintainer, maintainer),
-        },
+        pods=pods,
         problems=tuple(problems),
     )
+    checked = {stage: tuple(pod_settings.problems(stage, pods[stage])) for stage in run.stages}
+    return replace(run, pod_problems={stage: found for stage, found in checked.items() if found})

@@ -569,3 +569,60 @@ def test_a_cancelled_maintainer_reports_what_it_had_committed() -> None:
     )
     assert decision.status.get("maintainer", {}).get("inserted", 10) == 10, "counts kept"
     assert conditions(decision)["Maintained"] == ("False", "Cancelled")
+
+
+def unschedulable(since: str) -> StageView:
+    waiting = pod("run-1-maintainer-a", "maintainer", phase="Pending", created=since)
+    waiting["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node "
+                    "affinity/selector.", "lastTransitionTime": since},
+    ]  # fmt: skip
+    return StageView(job=job("run-1-maintainer"), pods=[waiting])
+
+
+def test_a_pod_unschedulable_past_the_grace_fails_the_run_with_the_schedulers_reason() -> None:
+    body = cr(status=running_status("maintainer"))
+    within = observe(
+        body, fetcher=succeeded_fetcher(), maintainer=unschedulable("2026-05-01T11:56:00Z")
+    )
+    assert within.unschedulable_grace == 900
+    assert decide(within).status["phase"] == "Maintaining", "4 minutes: a node may be coming"
+    decision = decide(
+        replace(
+            within, stages={**within.stages, "maintainer": unschedulable("2026-05-01T11:44:00Z")}
+        )
+    )
+    assert decision.status["phase"] == "Failed"
+    failure = decision.status["failure"]
+    assert (failure["stage"], failure["reason"]) == ("maintainer", "Unschedulable")
+    assert "pod run-1-maintainer-a could not be scheduled for 16m0s" in failure["message"]
+    assert "didn't match Pod's node affinity/selector" in failure["message"]
+    assert "spec.maintainer" in failure["message"]
+    assert decision.delete == ("run-1-maintainer",)
+    assert decision.events[0].type == "Warning"
+    assert "Unschedulable" in decision.events[0].message
+    assert reasons(decision) == ["MaintainFailed", "SyncFailed"]
+
+
+def test_requests_above_limits_fail_a_new_run_before_any_job_naming_the_stage() -> None:
+    spec = {"maintainer": {"resources": {"requests": {"memory": "8Gi"},
+                                         "limits": {"memory": "1Gi"}}}}  # fmt: skip
+    decision = decide(observe(cr(spec=spec)))
+    assert decision.create is None
+    assert decision.status["phase"] == "Failed"
+    failure = decision.status["failure"]
+    assert (failure["stage"], failure["reason"]) == ("maintainer", "InvalidConfiguration")
+    assert "requests.memory (8Gi) is more than resources.limits.memory (1Gi)" in failure["message"]
+    assert "FetcherJobCreated" not in reasons(decision)
+    # A FetchOnly run never starts a maintainer, so its maintainer settings do not matter.
+    decision = decide(observe(cr(spec={**spec, "mode": "FetchOnly"})))
+    assert decision.create == "fetcher"
+
+
+def test_the_operators_own_stage_defaults_are_checked_too() -> None:
+    limits = '{"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}}'
+    decision = decide(observe(cr(), CATALOGSYNC_FETCHER=limits))
+    failure = decision.status["failure"]
+    assert (failure["stage"], failure["reason"]) == ("fetcher", "InvalidConfiguration")
+    assert "requests.cpu (2) is more than resources.limits.cpu (500m)" in failure["message"]

@@ -555,6 +555,21 @@ async def test_a_pod_the_api_server_refuses_fails_the_run_instead_of_waiting(
     assert {"FetchFailed", "SyncFailed"} <= set(cluster.event_reasons("refused"))
 
 
+async def test_a_pod_no_node_can_take_fails_the_run_unschedulable_after_the_grace(
+    cluster: Cluster, control_plane: ControlPlane, medipim: SimulatorServer, tmp_path: Path
+) -> None:
+    await start(cluster, control_plane, medipim, tmp_path, CATALOGSYNC_UNSCHEDULABLE_GRACE="5")
+    cluster.create_run("homeless", {"fetcher": {"nodeSelector": {"pool": "does-not-exist"}}})
+    status = await until(lambda: cluster.phase_is("homeless", "Failed"), "homeless to fail", 90)
+    failure = status["failure"]
+    assert (failure["stage"], failure["reason"]) == ("fetcher", "Unschedulable")
+    assert failure["message"].startswith("pod homeless-fetcher-")
+    assert "nodes are available" in failure["message"], "the scheduler's own reason"
+    await until(lambda: "homeless-fetcher" not in job_names(cluster), "the Job deleted", 60)
+    warnings = [e for e in cluster.events("homeless") if e["type"] == "Warning"]
+    assert any("Unschedulable" in e["message"] for e in warnings)
+
+
 async def test_history_is_pruned_to_the_limits(
     cluster: Cluster, control_plane: ControlPlane, medipim_factory: MedipimFactory, tmp_path: Path
 ) -> None:

@@ -57,6 +57,7 @@ pod's lifecycle), ``logs`` (the HTTPS log endpoint), ``kubelet`` (ProcessKubelet
 (KubeletThread), ``cli`` (``catalogsync kubelet``).
 """
 
+from catalogsync.common.quantities import parse_quantity
 from catalogsync.dev.kubelet.api import Api, ApiError
 from catalogsync.dev.kubelet.cli import main, parse_node
 from catalogsync.dev.kubelet.containers import TERMINATION_ENV, ContainerRun
@@ -67,7 +68,6 @@ from catalogsync.dev.kubelet.kubelet import ProcessKubelet
 from catalogsync.dev.kubelet.logs import LogServer
 from catalogsync.dev.kubelet.nodes import POD_IP, NodeConfig
 from catalogsync.dev.kubelet.pods import PodWorker
-from catalogsync.dev.kubelet.quantities import parse_quantity
 from catalogsync.dev.kubelet.thread import KubeletThread
 
 __all__ = [

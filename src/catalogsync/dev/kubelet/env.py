@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from catalogsync.common.quantities import parse_quantity
 from catalogsync.dev.kubelet.api import Api, Obj
 from catalogsync.dev.kubelet.nodes import POD_IP
-from catalogsync.dev.kubelet.quantities import parse_quantity
 
 
 class ContainerConfigError(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from catalogsync.common.quantities import parse_quantity
 from catalogsync.dev.controlplane import ClusterAccess
 from catalogsync.dev.kubelet.api import MERGE, Api, ApiError, Obj
 from catalogsync.dev.kubelet.credentials import Credentials, pod_credentials
@@ -20,7 +21,6 @@ from catalogsync.dev.kubelet.images import ImageRule
 from catalogsync.dev.kubelet.logs import LogServer
 from catalogsync.dev.kubelet.nodes import NodeConfig, lease_object, node_object, node_status
 from catalogsync.dev.kubelet.pods import PodWorker
-from catalogsync.dev.kubelet.quantities import parse_quantity
 
 
 class ProcessKubelet:
