@@ -65,6 +65,9 @@ def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
             )
         ]
     )
+    database = SecretKey(
+        run.database_secret, DATABASE_URL, env_name(DatabaseSettings, "url"), stage
+    )
     if stage == "fetcher":
         return [
             SecretKey(
@@ -77,11 +80,10 @@ def required(run: RunSpec, stage: Stage) -> list[SecretKey]:
                 stage,
             ),
             *storage,
+            # An Incremental fetch reads its watermark from the database's run table.
+            *([database] if run.mode == "Incremental" else []),
         ]
-    return [
-        *storage,
-        SecretKey(run.database_secret, DATABASE_URL, env_name(DatabaseSettings, "url"), stage),
-    ]
+    return [*storage, database]
 
 
 def problems(

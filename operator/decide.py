@@ -44,8 +44,25 @@ JOB_CREATED_OF: dict[Stage, str] = {
 }
 
 COUNT_FIELDS: dict[Stage, tuple[str, ...]] = {
-    "fetcher": ("bytes", "records", "total", "object", "sha256", "downloads"),
-    "maintainer": ("total", "processed", *MAINTAINER_OUTCOMES, "chunksDone"),
+    "fetcher": (
+        "bytes",
+        "records",
+        "total",
+        "object",
+        "sha256",
+        "downloads",
+        "mode",
+        "since",
+        "fullBecause",
+    ),
+    "maintainer": (
+        "total",
+        "processed",
+        *MAINTAINER_OUTCOMES,
+        "chunksDone",
+        "changes",
+        "changesFeed",
+    ),
 }
 """The counts a stage's termination message may carry into ``status.<stage>``."""
 
@@ -397,6 +414,10 @@ class _Plan:
         counts = self.counts(stage)
         if stage == "fetcher":
             text = f"fetched {counts.get('records', 0)} records ({counts.get('bytes', 0)} bytes)"
+            if counts.get("since"):
+                text += f" updated since {counts['since']}"
+            if counts.get("fullBecause"):
+                text += f"; {counts['fullBecause']}"
         else:
             text = (
                 f"processed {counts.get('processed', 0)} products: "
@@ -404,6 +425,11 @@ class _Plan:
                 f"{counts.get('skipped', 0)} unchanged, {counts.get('deleted', 0)} deleted, "
                 f"{counts.get('invalid', 0)} invalid"
             )
+            if counts.get("changesFeed"):
+                text += (
+                    f"; {counts.get('changes', 0)} changes in {counts['changesFeed']} "
+                    f"(run_id {self.run.name})"
+                )
         self.set_condition(CONDITION_OF[stage], "True", f"{VERB_OF[stage]}Succeeded", text)
         self.event("Normal", f"{VERB_OF[stage]}Succeeded", text)
 

@@ -15,6 +15,7 @@ import orjson
 
 from catalogsync.common.config import (
     DatabaseSettings,
+    FetcherSettings,
     MaintainerSettings,
     MedipimSettings,
     RunSettings,
@@ -98,7 +99,14 @@ def environment(run: RunSpec, stage: Stage, settings: OperatorSettings) -> list[
             _var(env_name(MedipimSettings, "filter"), run.source_filter),
             _var(env_name(MedipimSettings, "sorting"), run.source_sorting),
             _var(env_name(MedipimSettings, "credentials_secret"), run.source_secret),
+            _var(env_name(FetcherSettings, "mode"), fetch_mode(run)),
         ]
+        if run.mode == "Incremental":
+            env += [
+                _var(env_name(FetcherSettings, "incremental_overlap"), run.incremental_overlap),
+                _var(env_name(DatabaseSettings, "table"), run.database_table),
+                _var(env_name(DatabaseSettings, "credentials_secret"), run.database_secret),
+            ]
     else:
         options = run.maintainer
         env += [
@@ -124,6 +132,11 @@ def environment(run: RunSpec, stage: Stage, settings: OperatorSettings) -> list[
     ours = {item["name"] for item in env}
     extra = [item for item in run.pods[stage].env if item.get("name") not in ours]
     return env + extra
+
+
+def fetch_mode(run: RunSpec) -> str:
+    """What the fetcher does: only an Incremental run fetches incrementally."""
+    return "Incremental" if run.mode == "Incremental" else "Full"
 
 
 def maintainer_object(run: RunSpec) -> str | None:

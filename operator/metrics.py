@@ -43,6 +43,7 @@ COMPLETED = ("Succeeded", "Failed")
 
 STAGES_OF = {
     "Full": ("fetcher", "maintainer"),
+    "Incremental": ("fetcher", "maintainer"),
     "FetchOnly": ("fetcher",),
     "MaintainOnly": ("maintainer",),
 }

@@ -15,15 +15,19 @@ from typing import Any, Literal, cast
 from catalogsync.common.config import (
     DEFAULT_FILTER,
     DEFAULT_SORTING,
+    FetcherSettings,
     MaintainerSettings,
     validate_table_name,
 )
 from catalogsync.operator import pod_settings
 from catalogsync.operator.settings import OperatorSettings, StagePod
 
-Mode = Literal["Full", "FetchOnly", "MaintainOnly"]
+Mode = Literal["Full", "Incremental", "FetchOnly", "MaintainOnly"]
+MODES: tuple[Mode, ...] = ("Full", "Incremental", "FetchOnly", "MaintainOnly")
 Stage = Literal["fetcher", "maintainer"]
 STAGES: tuple[Stage, Stage] = ("fetcher", "maintainer")
+
+DEFAULT_INCREMENTAL_OVERLAP: int = FetcherSettings.model_fields["incremental_overlap"].default
 
 _POD_FIELDS = {
     "resources": "resources",
@@ -64,6 +68,8 @@ class RunSpec:
     source_secret: str
     source_filter: Mapping[str, Any]
     source_sorting: Mapping[str, Any]
+    incremental_overlap: int
+    """Seconds an Incremental run asks for before its watermark."""
     storage_url: str | None
     storage_bucket: str
     storage_prefix: str
@@ -142,8 +148,8 @@ def resolve(body: Mapping[str, Any], settings: OperatorSettings) -> RunSpec:
         object=maintainer.get("object") or None,
     )
     mode = str(spec.get("mode") or "Full")
-    if mode not in ("Full", "FetchOnly", "MaintainOnly"):
-        problems.append(f"spec.mode: {mode!r} is not one of Full, FetchOnly, MaintainOnly")
+    if mode not in MODES:
+        problems.append(f"spec.mode: {mode!r} is not one of {', '.join(MODES)}")
         mode = "Full"
     pods: dict[Stage, StagePod] = {
         "fetcher": _stage_pod(settings.fetcher, fetcher),
@@ -160,6 +166,9 @@ def resolve(body: Mapping[str, Any], settings: OperatorSettings) -> RunSpec:
         source_secret=str(source.get("credentialsSecret") or settings.medipim_credentials_secret),
         source_filter=dict(source.get("filter") or DEFAULT_FILTER),
         source_sorting=dict(source.get("sorting") or DEFAULT_SORTING),
+        incremental_overlap=int(
+            source.get("incrementalOverlapSeconds", DEFAULT_INCREMENTAL_OVERLAP)
+        ),
         storage_url=str(storage_url) if storage_url else None,
         storage_bucket=str(storage.get("bucket") or settings.storage_bucket),
         storage_prefix=str(storage.get("prefix") or ""),

@@ -70,7 +70,7 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
     columns = version(crd)["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
     wide = [c["name"] for c in columns if c.get("priority") == 1]
-    assert default == ["Catalog", "Phase", "Progress", "Inserted", "Updated", "Skipped",
+    assert default == ["Catalog", "Mode", "Phase", "Progress", "Inserted", "Updated", "Skipped",
                        "Duration", "Age"]  # fmt: skip
     assert wide == ["Deleted", "Invalid", "Message"]
 

@@ -9,6 +9,7 @@ import pytest
 
 from catalogsync.common.config import (
     DatabaseSettings,
+    FetcherSettings,
     MaintainerSettings,
     MedipimSettings,
     RunSettings,
@@ -114,6 +115,27 @@ def test_the_fetcher_env_is_what_the_fetcher_reads() -> None:
     run = load(RunSettings, **env)
     assert (run.run_id, run.cr_namespace, run.cr_name) == ("run-1", "ns", "run-1")
     assert run.log_format == "json"
+
+
+def test_only_an_incremental_fetcher_reads_the_database() -> None:
+    full = resolved_env(manifest("fetcher"))
+    assert load(FetcherSettings, **full).mode == "Full"
+    assert "DATABASE_URL" not in full
+    spec = {
+        "mode": "Incremental",
+        "source": {"incrementalOverlapSeconds": 600},
+        "database": {"table": "catalog.items"},
+    }
+    env = resolved_env(manifest("fetcher", spec))
+    fetcher = load(FetcherSettings, **env)
+    assert (fetcher.mode, fetcher.incremental_overlap) == ("Incremental", 600)
+    database = load(DatabaseSettings, **env)
+    assert database.url == "postgresql://u:pw-0004@db:5432/app"
+    assert database.table == "catalog.items"
+    run = resolve(cr(spec=spec), settings())
+    assert run.stages == ("fetcher", "maintainer")
+    needed = {(k.secret, k.key) for k in credentials.required(run, "fetcher")}
+    assert ("catalog-database", "url") in needed
 
 
 def test_the_maintainer_env_is_what_the_maintainer_reads() -> None:
