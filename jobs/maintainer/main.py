@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from catalogsync.common.config import (
@@ -24,7 +25,8 @@ from catalogsync.common.config import (
 from catalogsync.common.errors import PermanentError
 from catalogsync.common.jobs import run_job
 from catalogsync.common.progress import reporters_for
-from catalogsync.common.storage import open_storage
+from catalogsync.common.storage import ObjectInfo, open_storage
+from catalogsync.common.storage.local import file_etag
 from catalogsync.maintainer.pipeline import STAGE, Options, maintain
 
 READ_SIZE = 1 << 20
@@ -75,12 +77,16 @@ def object_source(metadata: Mapping[str, str]) -> tuple[str, datetime | None]:
     return mode, fetched_at
 
 
-def _file_size(path: Path) -> int | None:
+def file_info(path: Path) -> ObjectInfo | None:
+    """A local file as an object: its size and a version tag, so a rewritten file is another
+    object to a resumed run. A pipe (``--file /dev/stdin``) has neither."""
     try:
-        size = path.stat().st_size
+        stat = path.stat()
     except OSError:
         return None
-    return size or None
+    if not S_ISREG(stat.st_mode) or not stat.st_size:
+        return None
+    return ObjectInfo(key=f"file://{path}", size=stat.st_size, etag=file_etag(stat))
 
 
 async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, Any]:
@@ -93,13 +99,14 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
     settings = load(MaintainerSettings, **overrides)
     reporter = reporters_for(STAGE, run_settings)
 
-    def options(key: str, size: int | None, metadata: Mapping[str, str] | None = None) -> Options:
-        mode, fetched_at = object_source(metadata or {})
+    def options(key: str, info: ObjectInfo | None) -> Options:
+        mode, fetched_at = object_source(info.metadata if info else {})
         return Options(
             table=database.table,
             run_id=run_settings.run_id,
             object_key=key,
-            object_size=size,
+            object_size=info.size if info else None,
+            object_identity=info.identity if info else None,
             chunk_size=settings.chunk_size,
             dry_run=settings.dry_run,
             delete_missing=settings.delete_missing,
@@ -115,7 +122,7 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
 
     if args.file is not None:
         path = args.file.resolve()
-        opts = options(f"file://{path}", _file_size(path))
+        opts = options(f"file://{path}", file_info(path))
         return await maintain(database.url, file_source(path), opts, reporter)
 
     storage_settings = load(StorageSettings)
@@ -129,7 +136,7 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
                 "publish it, or MAINTAINER_OBJECT names the wrong key",
                 reason="ObjectNotFound",
             )
-        opts = options(key, info.size, info.metadata)
+        opts = options(key, info)
         return await maintain(database.url, storage.stream(key), opts, reporter)
     finally:
         await storage.aclose()

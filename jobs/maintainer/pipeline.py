@@ -47,6 +47,8 @@ class Options:
     run_id: str
     object_key: str
     object_size: int | None = None
+    object_identity: str | None = None
+    """The object's content identity (``ObjectInfo.identity``); ``None`` when unknown."""
     chunk_size: int = 5000
     dry_run: bool = False
     delete_missing: bool = False
@@ -191,6 +193,7 @@ class Run:
             opts.run_id,
             object_key=opts.object_key,
             object_size=opts.object_size,
+            object_identity=opts.object_identity,
             chunk_size=opts.chunk_size,
         )
         self.progress.counts.update(state.counts)

@@ -84,15 +84,16 @@ async def begin_run(
     object_key: str,
     object_size: int | None,
     chunk_size: int,
+    object_identity: str | None = None,
 ) -> RunState:
-    """Create the run row, or pick up the one an interrupted attempt left."""
+    """Create the run row, or pick up the one an interrupted attempt left on the same object."""
     async with conn.transaction():
         row = await conn.fetchrow(
             f"SELECT * FROM {tables.runs} WHERE table_name = $1 AND run_id = $2 FOR UPDATE",
             tables.qualified,
             run_id,
         )
-        if row is not None and _same_object(row, object_key, object_size):
+        if row is not None and _same_object(row, object_key, object_size, object_identity):
             if row["status"] == "succeeded":
                 return RunState(chunk_size=row["chunk_size"], status="succeeded", summary=dict(row))
             await conn.execute(
@@ -122,12 +123,15 @@ async def begin_run(
             return state
         if row is not None:
             log.warning(
-                "run %s was started on %s (%s bytes); starting over on %s (%s bytes)",
+                "run %s was %s on %s (%s bytes, %s); starting over on %s (%s bytes, %s)",
                 run_id,
+                "finished" if row["status"] == "succeeded" else "started",
                 row["object"],
                 row["object_size"],
+                row["object_identity"] or "identity unknown",
                 object_key,
                 object_size,
+                object_identity or "identity unknown",
             )
             await conn.execute(
                 f"DELETE FROM {tables.runs} WHERE table_name = $1 AND run_id = $2",
@@ -135,21 +139,32 @@ async def begin_run(
                 run_id,
             )
         await conn.execute(
-            f"""INSERT INTO {tables.runs} (table_name, run_id, object, object_size, chunk_size)
-                VALUES ($1, $2, $3, $4, $5)""",
+            f"""INSERT INTO {tables.runs}
+                    (table_name, run_id, object, object_size, chunk_size, object_identity)
+                VALUES ($1, $2, $3, $4, $5, $6)""",
             tables.qualified,
             run_id,
             object_key,
             object_size,
             chunk_size,
+            object_identity,
         )
     return RunState(chunk_size=chunk_size, counts=dict.fromkeys(COUNTS, 0))
 
 
-def _same_object(row: asyncpg.Record, key: str, size: int | None) -> bool:
+def _same_object(row: asyncpg.Record, key: str, size: int | None, identity: str | None) -> bool:
+    """Whether the run row was made for this object: same key, size and identity.
+
+    An object of known identity matches only a row of the same identity; a row that recorded
+    none (written before the identity was kept) cannot vouch for its object, so the run starts
+    over, which costs time but never mixes two catalogs. Only an object whose identity is unknown
+    (a pipe, storage without metadata or ETag) falls back to key and size.
+    """
     if row["object"] != key:
         return False
-    return not (size and row["object_size"] and size != row["object_size"])
+    if size and row["object_size"] and size != row["object_size"]:
+        return False
+    return identity is None or row["object_identity"] == identity
 
 
 async def record_chunk(

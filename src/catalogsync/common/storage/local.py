@@ -77,7 +77,7 @@ class FileStorage:
     def _info(self, key: str) -> ObjectInfo | None:
         self.require_bucket()
         try:
-            size = self.path(key).stat().st_size
+            stat = self.path(key).stat()
         except FileNotFoundError:
             return None
         try:
@@ -85,7 +85,7 @@ class FileStorage:
         except (FileNotFoundError, orjson.JSONDecodeError):
             raw = {}
         metadata = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-        return ObjectInfo(key=key, size=size, metadata=metadata)
+        return ObjectInfo(key=key, size=stat.st_size, metadata=metadata, etag=file_etag(stat))
 
     async def stream(self, key: str) -> AsyncIterator[bytes]:
         await asyncio.to_thread(self.require_bucket)
@@ -159,6 +159,11 @@ class FileStorage:
 
     async def aclose(self) -> None:
         return None
+
+
+def file_etag(stat: os.stat_result) -> str:
+    """A file's version tag: objects are replaced by rename, so a new version is a new inode."""
+    return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -19,6 +19,23 @@ class ObjectInfo:
     key: str
     size: int
     metadata: Mapping[str, str] = field(default_factory=dict)
+    etag: str | None = field(default=None, compare=False)
+    """The server's version tag: it changes whenever the object's bytes are replaced."""
+
+    @property
+    def identity(self) -> str | None:
+        """What tells this object's content from another's under the same key and size.
+
+        The fetcher's ``sha256`` metadata names the bytes; the ETag guards against an object
+        replaced by other means that kept the old metadata (a TUS upsert without metadata does).
+        ``None`` when the object has neither.
+        """
+        parts = []
+        if self.metadata.get("sha256"):
+            parts.append(f"sha256:{self.metadata['sha256']}")
+        if self.etag:
+            parts.append(f"etag:{self.etag}")
+        return " ".join(parts) or None
 
 
 class Storage(Protocol):

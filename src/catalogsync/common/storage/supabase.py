@@ -198,7 +198,13 @@ class SupabaseStorage:
                     metadata = (
                         {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
                     )
-                    return ObjectInfo(key=key, size=int(body.get("size") or 0), metadata=metadata)
+                    etag = body.get("etag")
+                    return ObjectInfo(
+                        key=key,
+                        size=int(body.get("size") or 0),
+                        metadata=metadata,
+                        etag=str(etag) if etag else None,
+                    )
                 if semantic_status(response.status_code, response.content) == 404 and not (
                     is_auth_failure(response.status_code, response.content)
                     or _error_body(response.content).get("code") == "NoSuchBucket"
