@@ -392,6 +392,51 @@ def test_run_template_is_what_create_run_expects(custom: list[Manifest]) -> None
     assert body["spec"] == {"maintainer": {"chunkSize": 2000, "deleteMissing": True}}
 
 
+def test_several_schedules_each_get_a_cronjob_and_a_run_template(helm: Helm) -> None:
+    manifests = helm.template(
+        {
+            "schedule": {"suspend": True, "timeZone": "Australia/Sydney",
+                         "run": {"labels": {"team": "data"},
+                                 "spec": {"maintainer": {"chunkSize": 2000}}}},
+            "schedules": {
+                "full": {"schedule": "0 2 * * 0", "runNamePrefix": "au-full",
+                         "run": {"spec": {"maintainer": {"deleteMissing": True}}}},
+                "incremental": {"schedule": "0 * * * *", "runNamePrefix": "au-incr",
+                                "suspend": False, "run": {"spec": {"mode": "Incremental"}}},
+            },
+        }
+    )  # fmt: skip
+    cronjobs = {c["metadata"]["name"]: c["spec"] for c in find(manifests, "CronJob")}
+    assert set(cronjobs) == {"cs-catalogsync-full", "cs-catalogsync-incremental"}
+    full, incremental = cronjobs["cs-catalogsync-full"], cronjobs["cs-catalogsync-incremental"]
+    assert (full["schedule"], full["suspend"], full["timeZone"]) == (
+        "0 2 * * 0", True, "Australia/Sydney"
+    )  # fmt: skip
+    assert (incremental["schedule"], incremental["suspend"]) == ("0 * * * *", False)
+    for name, spec, prefix in (("full", full, "au-full"), ("incremental", incremental, "au-incr")):
+        job = spec["jobTemplate"]
+        assert job["metadata"]["labels"]["catalogsync.io/schedule"] == f"cs-catalogsync-{name}"
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert f"--prefix={prefix}" in container["args"]
+        env = {e["name"]: e["valueFrom"] for e in container["env"]}
+        assert env["CATALOGSYNC_RUN_TEMPLATE"]["configMapKeyRef"]["name"] == (
+            f"cs-catalogsync-{name}-run-template"
+        )
+    templates = {
+        c["metadata"]["name"]: parse_template(c["data"]["run.yaml"], "ConfigMap")
+        for c in find(manifests, "ConfigMap", "-run-template")
+    }
+    assert templates["cs-catalogsync-full-run-template"]["spec"] == {
+        "maintainer": {"chunkSize": 2000, "deleteMissing": True}
+    }
+    assert templates["cs-catalogsync-incremental-run-template"]["spec"] == {
+        "mode": "Incremental", "maintainer": {"chunkSize": 2000}
+    }  # fmt: skip
+    assert templates["cs-catalogsync-incremental-run-template"]["metadata"]["labels"] == {
+        "team": "data"
+    }
+
+
 # --- restricted pod security everywhere ----------------------------------------------------
 
 

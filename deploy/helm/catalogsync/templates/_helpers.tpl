@@ -104,3 +104,31 @@ passed, null when unset, because the operator fills keys that are missing from i
 {{- if .scratchSizeLimit }}{{- $_ := set $stage "scratchSizeLimit" .scratchSizeLimit -}}{{- end -}}
 {{- toJson $stage -}}
 {{- end -}}
+
+{{/*
+The CronJobs to render, as YAML: CronJob name -> settings. Without `schedules`, one CronJob named
+<fullname> from `schedule` (the single-schedule layout). With `schedules`, one CronJob
+<fullname>-<key> per entry: the entry's keys replace those of `schedule`, and its `run` is
+deep-merged over `schedule.run`.
+*/}}
+{{- define "catalogsync.schedules" -}}
+{{- $fullname := include "catalogsync.fullname" . }}
+{{- $base := pick .Values.schedule "schedule" "timeZone" "suspend" "startingDeadlineSeconds" "runNamePrefix" "run" }}
+{{- $out := dict }}
+{{- if .Values.schedules }}
+{{- range $key, $entry := .Values.schedules }}
+{{- $merged := deepCopy $base }}
+{{- range $k, $v := $entry }}
+{{- if eq $k "run" }}
+{{- $_ := set $merged "run" (mergeOverwrite (deepCopy $base.run) $v) }}
+{{- else }}
+{{- $_ := set $merged $k $v }}
+{{- end }}
+{{- end }}
+{{- $_ := set $out (printf "%s-%s" $fullname $key) $merged }}
+{{- end }}
+{{- else }}
+{{- $_ := set $out $fullname $base }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
