@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from catalogsync.common import summaries
 from catalogsync.operator import failure as failures
 from catalogsync.operator.credentials import SecretProblem
 from catalogsync.operator.failure import Failure
 from catalogsync.operator.jobs import job_name
 from catalogsync.operator.spec import STAGES, RunSpec, Stage
 from catalogsync.operator.status import (
-    MAINTAINER_OUTCOMES,
     RUNNING_PHASES,
     TERMINAL_PHASES,
     condition,
@@ -44,31 +44,14 @@ JOB_CREATED_OF: dict[Stage, str] = {
 }
 
 COUNT_FIELDS: dict[Stage, tuple[str, ...]] = {
-    "fetcher": (
-        "bytes",
-        "records",
-        "total",
-        "object",
-        "sha256",
-        "downloads",
-        "mode",
-        "since",
-        "fullBecause",
-    ),
-    "maintainer": (
-        "total",
-        "processed",
-        *MAINTAINER_OUTCOMES,
-        "chunksDone",
-        "changes",
-        "changesFeed",
-    ),
+    "fetcher": summaries.FROM_SUMMARY["fetcher"],
+    "maintainer": summaries.FROM_SUMMARY["maintainer"],
 }
 """The counts a stage's termination message may carry into ``status.<stage>``."""
 
 PROGRESS_OF: dict[Stage, tuple[str, str]] = {
-    "fetcher": ("records", "total"),
-    "maintainer": ("processed", "total"),
+    "fetcher": summaries.PROGRESS_OF["fetcher"],
+    "maintainer": summaries.PROGRESS_OF["maintainer"],
 }
 
 

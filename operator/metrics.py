@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from catalogsync.common.summaries import MAINTAINER_OUTCOMES
 from catalogsync.operator.status import (
-    MAINTAINER_OUTCOMES,
     RUNNING_PHASES,
     merge_patch,
     parse_time,

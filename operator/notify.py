@@ -31,7 +31,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from catalogsync.operator.status import MAINTAINER_OUTCOMES, parse_time
+from catalogsync.common.summaries import MAINTAINER_OUTCOMES
+from catalogsync.operator.status import parse_time
 
 log = logging.getLogger(__name__)
 

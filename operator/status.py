@@ -10,9 +10,6 @@ from typing import Any
 RUNNING_PHASES = ("Pending", "Fetching", "Maintaining")
 TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled", "Skipped")
 
-MAINTAINER_OUTCOMES = ("inserted", "updated", "skipped", "deleted", "invalid")
-"""What the maintainer did with each product, in the order every summary lists them."""
-
 MESSAGE_LIMIT = 300
 """``status.message`` is one line that fits a wide terminal; the details live in ``failure``."""
 

@@ -21,12 +21,13 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
 from catalogsync.common.errors import InvalidDataError
 from catalogsync.common.progress import Reporter, Snapshot
+from catalogsync.common.summaries import MAINTAINER_COUNTS, MaintainerCounts, MaintainerSummary
 from catalogsync.maintainer import changes as feed
 from catalogsync.maintainer import loader, runs
 from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 STAGE = "maintainer"
 ID, STATUS = COLUMNS.index("id"), COLUMNS.index("status")
+
+
+def _column(field: str) -> str:
+    """The runs table's column for a status field (``chunksDone`` -> ``chunks_done``)."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in field)
 
 
 @dataclass(frozen=True)
@@ -84,23 +90,23 @@ class Progress:
         default_factory=lambda: dict.fromkeys(("scan", "probe", "map", "write"), 0.0)
     )
 
-    def snapshot(self) -> Snapshot:
+    def status_counts(self) -> MaintainerCounts:
         counts = self.counts
+        return {
+            "total": self.total if self.total is not None else counts["processed"],
+            "processed": counts["processed"],
+            "inserted": counts["inserted"],
+            "updated": counts["updated"],
+            "skipped": counts["skipped"],
+            "deleted": self.deleted,
+            "invalid": counts["invalid"],
+            "chunksDone": self.chunks_done,
+        }
+
+    def snapshot(self) -> Snapshot:
+        counts = self.status_counts()
         return Snapshot(
-            stage=STAGE,
-            done=counts["processed"],
-            total=self.total,
-            unit="products",
-            counts={
-                "total": self.total if self.total is not None else counts["processed"],
-                "processed": counts["processed"],
-                "inserted": counts["inserted"],
-                "updated": counts["updated"],
-                "skipped": counts["skipped"],
-                "deleted": self.deleted,
-                "invalid": counts["invalid"],
-                "chunksDone": self.chunks_done,
-            },
+            stage=STAGE, done=counts["processed"], total=self.total, unit="products", counts=counts
         )
 
 
@@ -141,7 +147,7 @@ class Run:
     async def _connect(self, role: str) -> asyncpg.Connection:
         return await connect(self.dsn, f"catalogsync-maintainer {role}")
 
-    async def execute(self) -> dict[str, Any]:
+    async def execute(self) -> MaintainerSummary:
         started = time.monotonic()
         control = await self._connect(f"{self.options.run_id} control")
         try:
@@ -282,44 +288,61 @@ class Run:
         total = self.progress.total
         return total if total is not None else self.progress.counts["processed"]
 
-    def summary(self, complete: bool) -> dict[str, Any]:
-        counts = self.progress.counts
-        return {
-            "runId": self.options.run_id,
-            "table": self.tables.qualified,
-            "object": self.options.object_key,
-            "dryRun": self.options.dry_run,
-            "resumed": self.resumed,
-            "complete": complete,
-            **self.progress.snapshot().counts,
-            "duplicates": counts["duplicates"],
-            "undeleted": counts["undeleted"],
-            "mode": self.options.mode,
-            "changes": self.changes,
-            "changesFeed": self.tables.changes if self.feed else None,
-            "seconds": round(self.progress.timings.get("total", 0.0), 3),
-            "timings": {k: round(v, 3) for k, v in self.progress.timings.items()},
-        }
+    def summary(self, complete: bool) -> MaintainerSummary:
+        tally = self.progress.counts
+        summary = self._summary(
+            self.progress.status_counts(),
+            object_key=self.options.object_key,
+            dry_run=self.options.dry_run,
+            resumed=self.resumed,
+            complete=complete,
+            duplicates=tally["duplicates"],
+            undeleted=tally["undeleted"],
+        )
+        summary["mode"] = self.options.mode
+        summary["changes"] = self.changes
+        summary["changesFeed"] = self.tables.changes if self.feed else None
+        summary["seconds"] = round(self.progress.timings.get("total", 0.0), 3)
+        summary["timings"] = {k: round(v, 3) for k, v in self.progress.timings.items()}
+        return summary
 
-    def _stored_summary(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        return {
+    def _stored_summary(self, row: Mapping[str, Any]) -> MaintainerSummary:
+        """The summary of a run that had already succeeded, from its row in the runs table."""
+        columns = {name: row[_column(name)] for name in MAINTAINER_COUNTS}
+        return self._summary(
+            cast(MaintainerCounts, columns),
+            object_key=row["object"],
+            dry_run=False,
+            resumed=True,
+            complete=row["complete"],
+            duplicates=row["duplicates"],
+            undeleted=row["undeleted"],
+        )
+
+    def _summary(
+        self,
+        counts: MaintainerCounts,
+        *,
+        object_key: str,
+        dry_run: bool,
+        resumed: bool,
+        complete: bool,
+        duplicates: int,
+        undeleted: int,
+    ) -> MaintainerSummary:
+        summary = {
             "runId": self.options.run_id,
             "table": self.tables.qualified,
-            "object": row["object"],
-            "dryRun": False,
-            "resumed": True,
-            "complete": row["complete"],
-            "total": row["total"],
-            "processed": row["processed"],
-            "inserted": row["inserted"],
-            "updated": row["updated"],
-            "skipped": row["skipped"],
-            "deleted": row["deleted"],
-            "invalid": row["invalid"],
-            "chunksDone": row["chunks_done"],
-            "duplicates": row["duplicates"],
-            "undeleted": row["undeleted"],
+            "object": object_key,
+            "dryRun": dry_run,
+            "resumed": resumed,
+            "complete": complete,
+            **counts,
+            "duplicates": duplicates,
+            "undeleted": undeleted,
         }
+        # Every key but the optional timings; mypy does not follow the unpacked counts.
+        return cast(MaintainerSummary, summary)
 
     async def _apply_all(self, committed: set[int]) -> None:
         workers = 1 if self.options.dry_run else max(1, self.options.connections)
@@ -469,4 +492,5 @@ async def maintain(
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """Apply the catalog in ``source`` to ``options.table``; returns the run's summary."""
-    return await Run(dsn, source, options, reporter).execute()
+    summary = await Run(dsn, source, options, reporter).execute()
+    return cast(dict[str, Any], summary)

@@ -19,11 +19,13 @@ import asyncpg
 import orjson
 
 from catalogsync.common.errors import TransientError
+from catalogsync.common.summaries import MAINTAINER_TALLY
 from catalogsync.maintainer.schema import LOCK_CLASS, Tables
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("processed", "inserted", "updated", "skipped", "duplicates", "invalid", "undeleted")
+COUNTS = MAINTAINER_TALLY
+"""The counters of the runs table, one column each (what a resumed run goes on counting)."""
 
 
 class TableLocked(TransientError):

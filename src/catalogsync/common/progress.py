@@ -23,6 +23,7 @@ import orjson
 
 from catalogsync.common.config import RunSettings
 from catalogsync.common.logs import terminal
+from catalogsync.common.summaries import MAINTAINER_OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class LogReporter:
 class BarReporter:
     """A rich progress bar, for a person watching a terminal."""
 
-    SHOWN = ("inserted", "updated", "skipped", "deleted", "invalid", "downloads")
+    SHOWN = (*MAINTAINER_OUTCOMES, "downloads")
     """Counts worth a glance while a stage runs; the rest are in the summary."""
 
     def __init__(self, description: str) -> None:
