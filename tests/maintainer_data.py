@@ -110,3 +110,12 @@ def expected_row(record: dict[str, Any]) -> dict[str, Any]:
         "metaUpdatedAt": datetime.fromtimestamp(record["meta"]["updatedAt"], UTC),
         "raw": record,
     }
+
+
+def expected_feed(stored: set[str], changes: Any) -> dict[str, str]:
+    """The change-feed kind of each product a simulator ``ChangeSet`` touches, applied to a
+    table that holds ``stored`` (live, all current): what an Incremental run must record."""
+    kinds = dict.fromkeys(changes.changed, "updated")
+    kinds |= dict.fromkeys(changes.replaced | changes.status_changed, "status_changed")
+    kinds |= dict.fromkeys(changes.touched - stored, "inserted")
+    return kinds

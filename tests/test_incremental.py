@@ -17,6 +17,7 @@ from catalogsync.common.errors import PermanentError
 from catalogsync.dev.demo import StageResult, run_stage
 from catalogsync.dev.simulator import Catalog, Mutation, SimulatorServer
 from catalogsync.fetcher.incremental import incremental_filter
+from tests import maintainer_data as data
 from tests.plugins.medipim import MedipimFactory
 
 DAY = Mutation(changed=0.01, added=0.003, removed=0.002, replaced=0.002, status_changed=0.004)
@@ -99,11 +100,7 @@ async def test_full_then_mutation_then_incremental(
     finally:
         await conn.close()
     kinds = {r["product_id"]: r["kind"] for r in feed}
-    v1_active = set(catalog.ids("active"))
-    expected = {i: "updated" for i in changes.changed if i in v1_active}
-    expected |= dict.fromkeys(changes.replaced | changes.status_changed, "status_changed")
-    expected |= dict.fromkeys(changes.added, "inserted")
-    expected |= dict.fromkeys(changes.touched - v1_active - changes.added, "inserted")
+    expected = data.expected_feed(set(catalog.ids("active")), changes)
     assert kinds == expected
 
     # The table equals what a Full run of the new version gives, deletions aside: every active

@@ -29,9 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
 from catalogsync.dev.processes import free_port
-from catalogsync.dev.simulator import SimulatorServer
+from catalogsync.dev.simulator import Catalog, Mutation, SimulatorServer
 from catalogsync.dev.storage_server import StorageServer
 from catalogsync.operator.settings import CPU_CLASS_LABEL, PERFORMANCE
+from tests import maintainer_data as data
 from tests.plugins.kube import Kubectl
 from tests.plugins.medipim import MedipimFactory
 from tests.polling import until
@@ -333,7 +334,7 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
     assert final["phase"] == "Succeeded", (final, operator.logs()[-3000:])
 
     rows = [table.splitlines()[1].split() for table in tables if len(table.splitlines()) > 1]
-    seen = [(row[2], row[3]) for row in rows if len(row) > 3 and row[2] != "Succeeded"]
+    seen = [(row[3], row[4]) for row in rows if len(row) > 4 and row[3] != "Succeeded"]
     fetching = [progress for phase, progress in seen if phase == "Fetching"]
     assert any(p not in ("0%", "100%") for p in fetching), seen
     phases = [phase for phase, _ in seen]
@@ -357,11 +358,11 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
 
     table = cluster.table()
     header, row = table.splitlines()[:2]
-    assert header.split()[:8] == ["NAME", "CATALOG", "PHASE", "PROGRESS", "INSERTED", "UPDATED",
-                                  "SKIPPED", "DURATION"]  # fmt: skip
+    assert header.split()[:9] == ["NAME", "CATALOG", "MODE", "PHASE", "PROGRESS", "INSERTED",
+                                  "UPDATED", "SKIPPED", "DURATION"]  # fmt: skip
     inserted = str(maintainer["inserted"])
-    assert row.split()[:8] == ["first", "medipim-au", "Succeeded", "100%", inserted, "0", "0",
-                               final["duration"]]  # fmt: skip
+    assert row.split()[:9] == ["first", "medipim-au", "Full", "Succeeded", "100%", inserted, "0",
+                               "0", final["duration"]]  # fmt: skip
     wide = cluster.table("-o", "wide").splitlines()[0].split()
     assert wide[-3:] == ["DELETED", "INVALID", "MESSAGE"]
 
@@ -404,6 +405,68 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
     for value in (KEY_SECRET, storage.service_key, DB_PASSWORD):
         assert value not in everything
         assert base64.b64encode(value.encode()).decode() not in everything
+
+
+async def finished(cluster: Cluster, name: str, operator: Operator) -> dict[str, Any]:
+    final = await until(
+        lambda: cluster.phase_is(name, "Succeeded", "Failed"), f"run {name} to finish", 180
+    )
+    assert final["phase"] == "Succeeded", (final, operator.logs()[-3000:])
+    return final
+
+
+async def test_an_incremental_run_after_a_full_one_fetches_and_records_only_the_changes(
+    cluster: Cluster,
+    control_plane: ControlPlane,
+    medipim_factory: MedipimFactory,
+    medipim_cache: Path,
+    tmp_path: Path,
+) -> None:
+    day = Mutation(changed=0.01, added=0.002, removed=0.002, replaced=0.002, status_changed=0.004)
+    catalog = Catalog(seed=21, products=1_500, line_bytes=1_000, mutation=day,
+                      cache_dir=medipim_cache)  # fmt: skip
+    medipim = await medipim_factory(catalog, key_id=KEY_ID, key_secret=KEY_SECRET)
+    operator = await start(cluster, control_plane, medipim, tmp_path)
+    cluster.create_run("full", {})
+    full = await finished(cluster, "full", operator)
+    assert full["fetcher"]["mode"] == "Full"
+
+    changes = (await asyncio.to_thread(medipim.advance)).changes()
+    cluster.create_run("delta", {"mode": "Incremental"})
+    delta = await finished(cluster, "delta", operator)
+    fetcher, maintainer = delta["fetcher"], delta["maintainer"]
+    assert fetcher["mode"] == "Incremental"
+    assert fetcher["records"] == len(changes.touched)  # the overlap adds none here
+    assert fetcher["since"] < delta["startTime"]
+    assert maintainer["changes"] == len(changes.touched)
+    assert maintainer["changesFeed"] == '"public"."catalogsync_changes"'
+    assert maintainer["deleted"] == 0
+    row = next(line for line in cluster.table().splitlines() if line.startswith("delta "))
+    assert row.split()[1:4] == ["medipim-au", "Incremental", "Succeeded"]
+
+    # The same version fetched in full, into a table of its own, for comparison.
+    cluster.create_run("check", {"database": {"table": "public.full_products"}})
+    await finished(cluster, "check", operator)
+    connection = await asyncpg.connect(cluster.dsn)
+    try:
+        feed = await connection.fetch(
+            "SELECT product_id, kind FROM catalogsync_changes "
+            "WHERE run_id = 'delta' AND NOT dry_run"
+        )
+        rows = {r["id"]: (r["status"], r["content_hash"]) for r in await connection.fetch(
+            "SELECT id, status, content_hash FROM public.products")}  # fmt: skip
+        reference = {r["id"]: r["content_hash"] for r in await connection.fetch(
+            "SELECT id, content_hash FROM public.full_products")}  # fmt: skip
+    finally:
+        await connection.close()
+    kinds = {r["product_id"]: r["kind"] for r in feed}
+    assert kinds == data.expected_feed(set(catalog.ids("active")), changes)
+    # Deletions aside (only a Full run with deleteMissing finds those), the table is the one a
+    # Full run gives: the same active products with the same content, plus the products that
+    # are no longer active, with their new status.
+    kept = {i: v for i, v in rows.items() if i not in changes.removed}
+    assert {i: h for i, (status, h) in kept.items() if status == "active"} == reference
+    assert set(kept) - set(reference) == {i for i, (s, _) in kept.items() if s != "active"}
 
 
 async def test_rejected_credentials_fail_the_run_after_one_attempt(
