@@ -210,6 +210,32 @@ async def test_malformed_lines_and_duplicate_ids(pg_dsn: str, tmp_path: Path) ->
     assert "result" in rejects[3]["error"]
 
 
+async def test_nul_characters_are_replaced_and_counted_literal_text_is_kept(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    products = catalog(120)
+    products[5] = {**products[5], "name": "bad\x00name", "note": ["\x00"]}
+    products[110] = {**products[110], "name": "type \\u0000 to match"}
+    summary = await run(pg_dsn, data.write(tmp_path / "c.ndjson", products), "nul")
+    assert (summary["inserted"], summary["invalid"], summary["nulReplaced"]) == (120, 0, 1)
+    stored = await rows(pg_dsn)
+    nul, literal = stored[products[5]["id"]], stored[products[110]["id"]]
+    assert nul["name"] == "bad\ufffdname"
+    assert (nul["raw"]["name"], nul["raw"]["note"]) == ("bad\ufffdname", ["\ufffd"])
+    assert literal["name"] == literal["raw"]["name"] == "type \\u0000 to match"
+    assert mapped(literal) == expected(products[110])
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        counted = await conn.fetchval(
+            "SELECT nul_replaced FROM catalogsync_runs WHERE run_id = 'nul'"
+        )
+    finally:
+        await conn.close()
+    assert counted == 1
+    again = await run(pg_dsn, data.write(tmp_path / "c.ndjson", products), "nul-again")
+    assert (again["skipped"], again["nulReplaced"]) == (120, 0)
+
+
 async def test_too_many_invalid_lines_fail_and_stop_committing(pg_dsn: str, tmp_path: Path) -> None:
     lines = data.lines(catalog(500))
     for line_no in range(250, 261):

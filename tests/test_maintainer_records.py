@@ -19,7 +19,7 @@ def wrapped(product: object, index: int = 0, total: int = 1) -> bytes:
 
 
 def row(product: dict[str, object]) -> dict[str, object]:
-    return dict(zip(COLUMNS, to_row(scan(wrapped(product))), strict=True))
+    return dict(zip(COLUMNS, to_row(scan(wrapped(product)))[0], strict=True))
 
 
 def test_fast_scan_reads_id_and_wrapper_without_decoding() -> None:
@@ -53,7 +53,7 @@ def test_only_meta_embed_url_is_left_out_of_the_hash() -> None:
     assert scan(wrapped(data.reembed(video("https://v/a"), salt=3))).hash == first.hash
     # A single embedUrl that is not meta's: the row's hash must still see it change.
     alone_a, alone_b = (
-        to_row(scan(wrapped(video(url, meta_embed=False))))[COLUMNS.index("content_hash")]
+        to_row(scan(wrapped(video(url, meta_embed=False))))[0][COLUMNS.index("content_hash")]
         for url in ("https://v/a", "https://v/b")
     )
     assert alone_a != alone_b
@@ -128,10 +128,35 @@ def test_missing_fields_map_to_null() -> None:
     assert orjson.loads(values["raw"]) == {"id": "M000000002"}  # type: ignore[arg-type]
 
 
-def test_nul_characters_are_replaced_not_fatal() -> None:
-    values = row({"id": "M000000003", "name": "bad\x00name", "x": "\x00"})
-    assert values["name"] == "bad\ufffdname"
-    assert b"\\u0000" not in bytes(values["raw"])  # type: ignore[call-overload]
+def test_nul_characters_are_replaced_in_decoded_strings_and_counted() -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: each one, in any string or key, becomes
+    U+FFFD, and the line says how many it had."""
+    product = {"id": "M000000003", "name": "bad\x00name", "x": ["\x00"], "k\x00": {"y": "\x00\x00"}}
+    values, replaced = to_row(scan(wrapped(product)))
+    mapped = dict(zip(COLUMNS, values, strict=True))
+    assert mapped["name"] == "bad\ufffdname"
+    assert orjson.loads(mapped["raw"]) == {  # type: ignore[arg-type]
+        "id": "M000000003",
+        "name": "bad\ufffdname",
+        "x": ["\ufffd"],
+        "k\ufffd": {"y": "\ufffd\ufffd"},
+    }
+    assert replaced == 5
+
+
+def test_a_literal_backslash_u0000_is_text_and_kept_byte_for_byte() -> None:
+    product = {"id": "M000000004", "name": "type \\u0000 to match", "n": "\\\x00"}
+    line = wrapped(product)
+    assert b'"type \\\\u0000 to match"' in line
+    values, replaced = to_row(scan(line))
+    mapped = dict(zip(COLUMNS, values, strict=True))
+    assert mapped["name"] == "type \\u0000 to match"
+    assert orjson.loads(mapped["raw"])["n"] == "\\\ufffd"  # type: ignore[arg-type]
+    assert replaced == 1
+    plain = {"id": "M000000005", "name": "type \\u0000 to match"}
+    values, replaced = to_row(scan(wrapped(plain)))
+    assert bytes(values[COLUMNS.index("raw")]) == orjson.dumps(plain)  # untouched
+    assert replaced == 0
 
 
 async def _source(*pieces: bytes) -> AsyncIterator[bytes]:

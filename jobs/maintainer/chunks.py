@@ -149,6 +149,7 @@ def plan(prepared: Prepared, stored: dict[str, tuple[bytes | None, bool]]) -> Pl
         "duplicates": prepared.duplicates,
         "invalid": len(prepared.rejects),
         "undeleted": 0,
+        "nul_replaced": 0,
     }
     rejects = list(prepared.rejects)
     new_rows: list[tuple[Any, ...]] = []
@@ -159,11 +160,13 @@ def plan(prepared: Prepared, stored: dict[str, tuple[bytes | None, bool]]) -> Pl
             outcome = "skipped"
         else:
             try:
-                row = to_row(scanned)
+                row, replaced = to_row(scanned)
             except InvalidLine as exc:
                 rejects.append((line_no, str(exc), reject_text(scanned.body)))
                 counts["invalid"] += 1
                 continue
+            if replaced:
+                counts["nul_replaced"] += 1
             if known is None:
                 new_rows.append(row)
                 outcome = "inserted"

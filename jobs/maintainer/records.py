@@ -170,6 +170,8 @@ def decode(line: bytes) -> tuple[dict[str, Any], int | None, int | None]:
     product_id = product.get("id")
     if not isinstance(product_id, str) or not product_id:
         raise InvalidLine(f"'result.id' must be a non-empty string, not {product_id!r:.40}")
+    if NUL in product_id:
+        raise InvalidLine(f"'result.id' {product_id!r:.40} contains U+0000, which no id may hold")
     wrapper = document.get("meta")
     total = index = None
     if isinstance(wrapper, dict):
@@ -178,13 +180,52 @@ def decode(line: bytes) -> tuple[dict[str, Any], int | None, int | None]:
     return product, total, index
 
 
-def to_row(scanned: Scanned) -> tuple[Any, ...]:
-    """The :data:`COLUMNS` values of a scanned line, decoding its body if not done yet.
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+NUL_ESCAPE = b"\\u0000"
+"""How a U+0000 must appear in JSON text (a raw NUL byte is invalid there). The text of a literal
+backslash followed by ``u0000`` contains these bytes too, so finding them only says "maybe"."""
 
-    ``raw`` is the JSON text as a bytes-like object, for the binary ``jsonb`` codec the loader
-    installs. If the fast scan left out an ``embedUrl`` that is not the product's
-    ``meta.embedUrl``, the row gets the canonical hash: such a product is rewritten on every run
-    (its fast hash never matches), but a change in that field is never missed.
+
+def replace_nul(value: Any) -> tuple[Any, int]:
+    """``value`` with every U+0000 in its strings and keys turned into U+FFFD, and how many.
+
+    PostgreSQL's ``text`` and ``jsonb`` cannot store U+0000. This works on decoded strings, so a
+    literal backslash-u0000 in the text stays as it is.
+    """
+    if isinstance(value, str):
+        count = value.count(NUL)
+        return (value.replace(NUL, NUL_REPLACEMENT), count) if count else (value, 0)
+    if isinstance(value, list):
+        total = 0
+        items = []
+        for item in value:
+            cleaned, count = replace_nul(item)
+            items.append(cleaned)
+            total += count
+        return (items, total) if total else (value, 0)
+    if isinstance(value, dict):
+        total = 0
+        pairs = {}
+        for key, item in value.items():
+            cleaned_key, key_count = replace_nul(key)
+            cleaned, count = replace_nul(item)
+            pairs[cleaned_key] = cleaned
+            total += key_count + count
+        return (pairs, total) if total else (value, 0)
+    return value, 0
+
+
+def to_row(scanned: Scanned) -> tuple[tuple[Any, ...], int]:
+    """The :data:`COLUMNS` values of a scanned line, and how many U+0000 it had replaced.
+
+    The body is decoded if not done yet. ``raw`` is the JSON text as a bytes-like object, for the
+    binary ``jsonb`` codec the loader installs: the bytes as received, unless a string held
+    U+0000 (see :func:`replace_nul`). If the fast scan left out an ``embedUrl`` that is not the
+    product's ``meta.embedUrl``, the row gets the canonical hash: such a product is rewritten on
+    every run (its fast hash never matches), but a change in that field is never missed. The
+    hash is always that of the product as received, so a product with U+0000 is still skipped
+    when it has not changed.
     """
     product = scanned.product
     body = scanned.body
@@ -197,13 +238,14 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
         if scanned.cut and not has_embed_url(product):
             content = canonical_hash(product)
     raw: bytes | memoryview = body
-    if scanned.line.find(b"\\u0000", scanned.start, scanned.stop) >= 0:
-        # PostgreSQL's text and jsonb cannot hold NUL; keep the rest of the product.
-        product = orjson.loads(bytes(body).replace(b"\\u0000", b"\\ufffd"))
-        raw = orjson.dumps(product)
+    replaced = 0
+    if scanned.line.find(NUL_ESCAPE, scanned.start, scanned.stop) >= 0:
+        product, replaced = replace_nul(product)
+        if replaced:
+            raw = orjson.dumps(product)
     meta = product.get("meta")
     meta = meta if isinstance(meta, dict) else {}
-    return (
+    row = (
         scanned.id,
         text(product.get("name")),
         text(product.get("status")),
@@ -221,19 +263,20 @@ def to_row(scanned: Scanned) -> tuple[Any, ...]:
         raw,
         content,
     )
+    return row, replaced
 
 
 def text(value: Any) -> str | None:
     """A plain string from a plain or localized value (English first, else any locale)."""
     if isinstance(value, str):
-        return clean(value)
+        return value
     if isinstance(value, dict):
         for key in ("en", "en_AU", "en-AU"):
             if isinstance(value.get(key), str):
-                return clean(value[key])
+                return value[key]
         for item in value.values():
             if isinstance(item, str):
-                return clean(item)
+                return item
         return None
     if isinstance(value, bool) or value is None:
         return None
@@ -260,7 +303,7 @@ def code(value: Any, digits: int | None = None) -> str | None:
     if isinstance(value, list):
         return next((c for c in (code(item, digits) for item in value) if c), None)
     if isinstance(value, str):
-        return clean(value.strip()) or None
+        return value.strip() or None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -297,5 +340,3 @@ def timestamp(value: Any) -> datetime | None:
         return None
 
 
-def clean(value: str) -> str:
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value

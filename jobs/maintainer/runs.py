@@ -181,10 +181,12 @@ async def record_chunk(
     seconds: float,
 ) -> None:
     """The checkpoint: call inside the chunk's transaction."""
+    names = ", ".join(COUNTS)
+    values = ", ".join(f"${n}" for n in range(6, 6 + len(COUNTS)))
     await conn.execute(
         f"""INSERT INTO {tables.chunks} (table_name, run_id, chunk, first_line, last_line,
-                processed, inserted, updated, skipped, duplicates, invalid, undeleted, seconds)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+                {names}, seconds)
+            VALUES ($1, $2, $3, $4, $5, {values}, ${6 + len(COUNTS)})""",
         tables.qualified,
         run_id,
         chunk,
@@ -193,11 +195,9 @@ async def record_chunk(
         *(counts[name] for name in COUNTS),
         seconds,
     )
+    additions = ", ".join(f"{name} = {name} + ${n}" for n, name in enumerate(COUNTS, start=3))
     await conn.execute(
-        f"""UPDATE {tables.runs} SET processed = processed + $3, inserted = inserted + $4,
-                updated = updated + $5, skipped = skipped + $6, duplicates = duplicates + $7,
-                invalid = invalid + $8, undeleted = undeleted + $9, chunks_done = chunks_done + 1,
-                updated_at = now()
+        f"""UPDATE {tables.runs} SET {additions}, chunks_done = chunks_done + 1, updated_at = now()
             WHERE table_name = $1 AND run_id = $2""",
         tables.qualified,
         run_id,

@@ -66,6 +66,8 @@ class MaintainerTally(TypedDict):
     duplicates: int
     invalid: int
     undeleted: int
+    nul_replaced: int
+    """Products written with U+0000 in a string or key, each such character stored as U+FFFD."""
 
 
 class FetcherSummary(FetcherCounts):
