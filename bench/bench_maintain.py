@@ -125,7 +125,7 @@ def _rows(batch: list[bytes]) -> list[tuple[Any, ...]]:
     """Mapped rows without the content hash (not theirs), ``raw`` as text for the text codec."""
     rows = []
     for line in batch:
-        row = to_row(scan(line))
+        row, _ = to_row(scan(line))
         rows.append((*row[:14], bytes(row[14]).decode()))
     return rows
 

@@ -135,7 +135,7 @@ def test_nul_characters_are_replaced_in_decoded_strings_and_counted() -> None:
     values, replaced = to_row(scan(wrapped(product)))
     mapped = dict(zip(COLUMNS, values, strict=True))
     assert mapped["name"] == "bad\ufffdname"
-    assert orjson.loads(mapped["raw"]) == {  # type: ignore[arg-type]
+    assert orjson.loads(mapped["raw"]) == {
         "id": "M000000003",
         "name": "bad\ufffdname",
         "x": ["\ufffd"],
@@ -151,7 +151,7 @@ def test_a_literal_backslash_u0000_is_text_and_kept_byte_for_byte() -> None:
     values, replaced = to_row(scan(line))
     mapped = dict(zip(COLUMNS, values, strict=True))
     assert mapped["name"] == "type \\u0000 to match"
-    assert orjson.loads(mapped["raw"])["n"] == "\\\ufffd"  # type: ignore[arg-type]
+    assert orjson.loads(mapped["raw"])["n"] == "\\\ufffd"
     assert replaced == 1
     plain = {"id": "M000000005", "name": "type \\u0000 to match"}
     values, replaced = to_row(scan(wrapped(plain)))
@@ -204,6 +204,7 @@ def test_plan_classifies_against_stored_hashes() -> None:
         "duplicates": 2,
         "invalid": 1,
         "undeleted": 1,
+        "nul_replaced": 0,
     }
     assert [r[0] for r in result.new_rows] == [products[4]["id"]]
     assert sorted(r[0] for r in result.changed_rows) == [products[2]["id"], products[3]["id"]]

@@ -298,6 +298,7 @@ class Run:
             complete=complete,
             duplicates=tally["duplicates"],
             undeleted=tally["undeleted"],
+            nul_replaced=tally["nul_replaced"],
         )
         summary["mode"] = self.options.mode
         summary["changes"] = self.changes
@@ -317,6 +318,7 @@ class Run:
             complete=row["complete"],
             duplicates=row["duplicates"],
             undeleted=row["undeleted"],
+            nul_replaced=row["nul_replaced"],
         )
 
     def _summary(
@@ -329,6 +331,7 @@ class Run:
         complete: bool,
         duplicates: int,
         undeleted: int,
+        nul_replaced: int,
     ) -> MaintainerSummary:
         summary = {
             "runId": self.options.run_id,
@@ -340,6 +343,7 @@ class Run:
             **counts,
             "duplicates": duplicates,
             "undeleted": undeleted,
+            "nulReplaced": nul_replaced,
         }
         # Every key but the optional timings; mypy does not follow the unpacked counts.
         return cast(MaintainerSummary, summary)
@@ -443,6 +447,14 @@ class Run:
         timings["map"] += mapped - probed
         counts = changes.counts
         self._check_invalid(prepared.last_line, changes.rejects, counts["invalid"])
+        if counts["nul_replaced"]:
+            log.warning(
+                "lines %d-%d: %d product(s) had U+0000 in a string, which PostgreSQL cannot "
+                "store; it was stored as U+FFFD (nulReplaced in the summary)",
+                prepared.first_line,
+                prepared.last_line,
+                counts["nul_replaced"],
+            )
         dry_run, run_id = self.options.dry_run, self.options.run_id
         if self.feed and dry_run:
             async with conn.transaction():

@@ -272,8 +272,9 @@ def text(value: Any) -> str | None:
         return value
     if isinstance(value, dict):
         for key in ("en", "en_AU", "en-AU"):
-            if isinstance(value.get(key), str):
-                return value[key]
+            localized = value.get(key)
+            if isinstance(localized, str):
+                return localized
         for item in value.values():
             if isinstance(item, str):
                 return item
@@ -338,5 +339,3 @@ def timestamp(value: Any) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError):
         return None
-
-

@@ -92,6 +92,8 @@ class MaintainerSummary(MaintainerCounts, MaintainerFeed):
     complete: bool
     duplicates: int
     undeleted: int
+    nulReplaced: int
+    """Products whose strings or keys held U+0000, stored with U+FFFD in its place."""
     mode: NotRequired[str]
     """``Full`` or ``Incremental``; this, the feed and the timings are not in the summary of a
     run that had already succeeded (nothing was applied or timed)."""
