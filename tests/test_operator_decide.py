@@ -257,6 +257,28 @@ def test_a_finished_fetch_records_its_counts_and_starts_the_maintainer() -> None
     assert reasons(decision) == ["FetchSucceeded", "MaintainerJobCreated"]
 
 
+def test_an_incremental_run_that_fetched_everything_says_why_and_the_feed_is_named() -> None:
+    why = "no earlier successful run of catalog 'medipim-au' into public.products: ..."
+    fetched = {**FETCHED, "mode": "Full", "fullBecause": why}
+    body = cr(spec={"mode": "Incremental"}, status=running_status())
+    view = StageView(
+        job=job("run-1-fetcher", conditions=[("Complete", "")], active=0, succeeded=1),
+        pods=[pod("run-1-fetcher-a", "fetcher", phase="Succeeded", exit_code=0, message=fetched)],
+    )
+    decision = decide(observe(body, fetcher=view))
+    assert decision.status["fetcher"]["fullBecause"] == why
+    assert decision.status["fetcher"]["mode"] == "Full"
+    (event,) = [e for e in decision.events if e.reason == "FetchSucceeded"]
+    assert why in event.message
+    fetched = {**FETCHED, "mode": "Incremental", "since": "2026-12-01T01:00:00Z"}
+    view = StageView(
+        job=view.job,
+        pods=[pod("run-1-fetcher-a", "fetcher", phase="Succeeded", exit_code=0, message=fetched)],
+    )
+    decision = decide(observe(body, fetcher=view))
+    assert decision.status["fetcher"]["since"] == "2026-12-01T01:00:00Z"
+
+
 def test_fetch_only_ends_after_the_fetch() -> None:
     body = cr(spec={"mode": "FetchOnly"}, status=running_status())
     decision = decide(observe(body, fetcher=succeeded_fetcher()))
