@@ -24,6 +24,8 @@ step "ruff"
 .venv/bin/ruff format --check .
 step "mypy"
 .venv/bin/mypy
+step "import contracts"
+.venv/bin/lint-imports
 
 step "pytest"
 export CATALOGSYNC_REQUIRE_K8S=1

@@ -17,6 +17,7 @@ from catalogsync.dev.controlplane import ClusterAccess
 from catalogsync.dev.kubelet.api import MERGE, Api, ApiError, Obj
 from catalogsync.dev.kubelet.credentials import Credentials, pod_credentials
 from catalogsync.dev.kubelet.env import base_environment, declared_environment
+from catalogsync.dev.kubelet.host import PodSetup
 from catalogsync.dev.kubelet.images import ImageRule
 from catalogsync.dev.kubelet.logs import LogServer
 from catalogsync.dev.kubelet.nodes import NodeConfig, lease_object, node_object, node_status
@@ -214,12 +215,12 @@ class ProcessKubelet:
 
     # -- environment -------------------------------------------------------------------------
 
-    async def credentials(self, worker: PodWorker) -> Credentials:
+    async def credentials(self, worker: PodSetup) -> Credentials:
         """A kubeconfig with a bound token of the pod's ServiceAccount, unless automount is off."""
         return await pod_credentials(self.api, self.access, worker.pod, worker.directory)
 
     async def environment(
-        self, worker: PodWorker, container: Obj, credentials: Credentials
+        self, worker: PodSetup, container: Obj, credentials: Credentials
     ) -> dict[str, str]:
         """The container's environment, resolved in kubelet order (envFrom, then env)."""
         node = self.nodes.get(worker.node)

@@ -7,13 +7,10 @@ import datetime as dt
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from catalogsync.dev.kubelet.kubelet import ProcessKubelet
-    from catalogsync.dev.kubelet.pods import PodWorker
+from catalogsync.dev.kubelet.host import PodLogs, PodLookup
 
 
 class LogServer:
@@ -25,7 +22,7 @@ class LogServer:
     ``limitBytes``; restarts append to one file, so ``previous`` is not distinguished.
     """
 
-    def __init__(self, kubelet: ProcessKubelet, directory: Path) -> None:
+    def __init__(self, kubelet: PodLookup, directory: Path) -> None:
         self.kubelet = kubelet
         self.directory = directory
         self.port = 0
@@ -80,7 +77,7 @@ class LogServer:
 
     @staticmethod
     async def _follow(
-        worker: PodWorker, path: Path, offset: int, response: web.StreamResponse
+        worker: PodLogs, path: Path, offset: int, response: web.StreamResponse
     ) -> None:
         """Stream what the container writes until the pod's worker is done."""
         while True:

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from catalogsync.dev.kubelet.api import SMP, ApiError, Obj, now
 from catalogsync.dev.kubelet.containers import (
@@ -18,18 +17,16 @@ from catalogsync.dev.kubelet.containers import (
     terminated_state,
 )
 from catalogsync.dev.kubelet.env import ContainerConfigError
+from catalogsync.dev.kubelet.host import PodHost
 from catalogsync.dev.kubelet.images import ImageRefused
 from catalogsync.dev.kubelet.status import never_started, pod_status, readiness_conditions
 from catalogsync.dev.processes import die_with_parent
-
-if TYPE_CHECKING:
-    from catalogsync.dev.kubelet.kubelet import ProcessKubelet
 
 
 class PodWorker:
     """Runs one pod from acceptance to its terminal status and final deletion."""
 
-    def __init__(self, kubelet: ProcessKubelet, pod: Obj) -> None:
+    def __init__(self, kubelet: PodHost, pod: Obj) -> None:
         self.kubelet = kubelet
         self.pod = pod
         meta = pod["metadata"]
