@@ -32,7 +32,15 @@ from typing import Any, Literal
 import yaml
 
 from catalogsync.common.errors import ExitCode, PermanentError, SyncError
-from catalogsync.common.kube import API_VERSION, GROUP, KIND, PLURAL, VERSION, api_client
+from catalogsync.common.kube import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    api_client,
+    status_message,
+)
 from catalogsync.common.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -231,8 +239,10 @@ async def _create(args: argparse.Namespace) -> str:
             yaml.safe_dump(body, sys.stdout, sort_keys=False)
             return name
         try:
+            # Strict: an unknown field (a typo such as maintainer.chunksize) is refused with its
+            # name instead of being pruned silently from every run.
             await client.CustomObjectsApi(api).create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, body
+                GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
             )
         except ApiException as exc:
             if exc.status != 409:
@@ -265,7 +275,9 @@ def _api_error(exc: Any, doing: str) -> SyncError:
         )
     if exc.status in (400, 422):
         return PermanentError(
-            f"{doing} was rejected by the API server: {exc.body}", reason="InvalidTemplate"
+            f"{doing} was rejected by the API server: {status_message(exc)}; fix the run "
+            f"template ({TEMPLATE_ENV}; Helm value schedule.run.spec)",
+            reason="InvalidTemplate",
         )
     return SyncError(f"{doing} failed: {exc.status} {exc.reason}", reason="ApiError")
 

@@ -10,12 +10,11 @@ decides lives in :mod:`catalogsync.operator.reconciler` and :mod:`catalogsync.op
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from catalogsync.common.kube import GROUP, PLURAL, VERSION, api_client
+from catalogsync.common.kube import GROUP, PLURAL, VERSION, api_client, status_message
 from catalogsync.operator.cluster import JobRejected
 from catalogsync.operator.metrics import OperatorMetrics
 from catalogsync.operator.reconciler import FinishedHook, Reconciler, utcnow
@@ -34,16 +33,6 @@ REJECTED = (400, 403, 404, 422)
 def _status_code(exc: BaseException) -> int | None:
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) else None
-
-
-def _api_message(exc: BaseException) -> str:
-    """The ``message`` of a Kubernetes ``Status`` answer, else the HTTP reason."""
-    body = getattr(exc, "body", None)
-    try:
-        message = json.loads(body).get("message") if body else None
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or getattr(exc, "reason", "") or exc)
 
 
 STATUS_PATCH_ATTEMPTS = 5
@@ -197,7 +186,7 @@ class KubeCluster:
         except Exception as exc:
             status = _status_code(exc)
             if status in REJECTED:
-                raise JobRejected(_api_message(exc)) from None
+                raise JobRejected(status_message(exc)) from None
             if status != 409:
                 raise
             return False

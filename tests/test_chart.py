@@ -95,6 +95,20 @@ def test_kind_example_runs_the_maintainer_anywhere_with_a_local_image(
         ({"defaults": {"database": {"table": "Products; drop"}}}, "/defaults/database/table"),
         ({"schedule": {"runNamePrefix": "Nightly"}}, "/schedule/runNamePrefix"),
         ({"operator": {"watchNamespaces": ["a", "a"]}}, "/operator/watchNamespaces"),
+        # The run template is checked against the CRD's own spec schema, so a firing cannot fail.
+        ({"schedule": {"run": {"spec": {"mode": "Bogus"}}}}, "/schedule/run/spec/mode"),
+        (
+            {"schedule": {"run": {"spec": {"maintainer": {"chunksize": 500}}}}},
+            "additional properties 'chunksize'",
+        ),
+        (
+            {"schedule": {"run": {"spec": {"maintainer": {"chunkSize": 10}}}}},
+            "/schedule/run/spec/maintainer/chunkSize",
+        ),
+        (
+            {"schedule": {"run": {"spec": {"storage": {"url": "s3://x"}}}}},
+            "/schedule/run/spec/storage/url",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, values: dict[str, Any], complaint: str) -> None:
@@ -120,6 +134,42 @@ def test_chart_crd_is_generated_from_the_source() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_run_templates_schema_is_the_crds_spec_schema() -> None:
+    """values.schema.json's schedule.run.spec is generated from the CRD (checked above); what
+    the CRD would keep as free-form (filter, sorting, affinity) stays free-form."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    spec = schema["properties"]["schedule"]["properties"]["run"]["properties"]["spec"]
+    crd = yaml.safe_load(CRD_SOURCE.read_text())
+    source = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert set(spec["properties"]) == set(source["properties"])
+    assert spec["additionalProperties"] is False
+    assert spec["properties"]["mode"]["enum"] == source["properties"]["mode"]["enum"]
+    assert "additionalProperties" not in spec["properties"]["source"]["properties"]["filter"]
+    assert not any("x-kubernetes" in key for key in json.dumps(spec).split('"'))
+
+
+def test_a_valid_run_template_renders(helm: Helm) -> None:
+    run = {"spec": {"mode": "FetchOnly", "source": {"filter": {"status": "active", "x": [1]}},
+                    "maintainer": {"chunkSize": 500, "resources": {"limits": {"memory": "1Gi"}}},
+                    "fetcher": {"affinity": {"nodeAffinity": {}}}}}  # fmt: skip
+    manifests = helm.template({"schedule": {"run": run}})
+    text = one(manifests, "ConfigMap", "-run-template")["data"]["run.yaml"]
+    assert yaml.safe_load(text)["spec"] == run["spec"]
+
+
+def test_the_creator_job_fails_at_once_on_a_permanent_error(default: list[Manifest]) -> None:
+    """A bad template is exit 2: one pod, a Failed Job whose condition says why, no retries."""
+    job = one(default, "CronJob")["spec"]["jobTemplate"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "create-run", "operator": "In", "values": [2]},
+    }
+    assert rules[1]["action"] == "Ignore"
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_rendered_crd_is_the_source_plus_the_keep_policy(default: list[Manifest]) -> None:

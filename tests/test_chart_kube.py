@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
-from tests.chart import NON_DEFAULT_VALUES, Helm, Manifest, documents, helm_binary
+from tests.chart import CHART, NON_DEFAULT_VALUES, Helm, Manifest, documents, helm_binary
 from tests.plugins.kube import Kubectl, wait_until
 
 pytestmark = pytest.mark.kube
@@ -148,7 +148,14 @@ class Creator:
         self.workdir = workdir
 
     def run(
-        self, account: str, namespace: str, *, run_namespace: str | None = None, **env: str
+        self,
+        account: str,
+        namespace: str,
+        *,
+        run_namespace: str | None = None,
+        template: str = "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\n"
+        "spec: {mode: FetchOnly}\n",
+        **env: str,
     ) -> subprocess.CompletedProcess[str]:
         token = self.kubectl("create", "token", account, "-n", namespace).strip()
         kubeconfig = write_kubeconfig(
@@ -157,9 +164,6 @@ class Creator:
             self.plane.admin.ca_file.read_bytes(),
             user=account,
             token=token,
-        )
-        template = (
-            "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {mode: FetchOnly}\n"
         )
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "CATALOGSYNC_"))}
         return subprocess.run(
@@ -252,3 +256,61 @@ def test_create_run_without_the_scheduler_role_fails_permanently_and_says_why(
     assert "403" in refused.stderr
     assert "scheduler Role" in refused.stderr
     assert kubectl.json("get", "catalogsyncs", "-n", namespace)["items"] == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("{maintainer: {chunksize: 500}}", 'unknown field "spec.maintainer.chunksize"'),
+        ("{mode: Bogus}", 'spec.mode: Unsupported value: "Bogus"'),
+    ],
+)
+def test_create_run_refuses_a_template_the_api_server_would_prune_or_reject(
+    helm: Helm, creator: Creator, kubectl: Kubectl, namespace: str, case: tuple[str, str]
+) -> None:
+    """Strict field validation: a typo is exit 2 naming the field, never silently dropped."""
+    spec, complaint = case
+    installed(helm, kubectl, namespace)
+    template = f"apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\nspec: {spec}\n"
+    refused = creator.run("cr-catalogsync-scheduler", namespace, template=template)
+    assert refused.returncode == 2, refused.stderr
+    assert complaint in refused.stderr
+    assert "InvalidTemplate" in refused.stderr or "rejected" in refused.stderr
+    assert '"kind":"Status"' not in refused.stderr.replace(" ", ""), "the message, not the body"
+    assert kubectl.json("get", "catalogsyncs", "-n", namespace)["items"] == []
+
+
+HELM_OWNER = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
+
+
+def test_a_second_release_installs_once_the_crd_is_left_to_the_first(
+    helm: Helm, kubectl: Kubectl, control_plane: ControlPlane, namespace: str
+) -> None:
+    """The CRD is cluster-wide and kept: release two says how to install, then installs."""
+    other = f"{namespace[:50]}-two"
+    kubectl("create", "namespace", other)
+    crd = "crd/catalogsyncs.catalogsync.io"
+    base = ["--kubeconfig", str(control_plane.kubeconfig), str(CHART), "--wait=hookOnly",
+            "--set", "schedule.suspend=true"]  # fmt: skip
+    # Earlier tests may have applied the CRD by hand: hand it to release one, as an admin would.
+    if kubectl.run("get", crd, check=False).returncode == 0:
+        kubectl("annotate", "--overwrite", crd, f"{HELM_OWNER[0]}=one",
+                f"{HELM_OWNER[1]}={namespace}")  # fmt: skip
+        kubectl("label", "--overwrite", crd, "app.kubernetes.io/managed-by=Helm")
+    try:
+        helm.run("install", "one", *base, "-n", namespace)
+        refused = helm.run("install", "two", *base, "-n", other, check=False)
+        assert refused.returncode != 0
+        assert f"already installed (by release one in namespace {namespace})" in refused.stderr
+        assert "--set crds.create=false" in refused.stderr
+        helm.run("install", "two", *base, "-n", other, "--set", "crds.create=false")
+        helm.run("upgrade", "one", *base, "-n", namespace)  # the owner keeps managing it
+        assert kubectl.json("get", "deployment", "-n", other, "two-catalogsync-operator")
+        helm.run("uninstall", "two", "-n", other, "--kubeconfig", str(control_plane.kubeconfig))
+        helm.run("uninstall", "one", "-n", namespace, "--kubeconfig",
+                 str(control_plane.kubeconfig))  # fmt: skip
+        assert kubectl.run("get", crd, check=False).returncode == 0, "kept on uninstall"
+    finally:
+        kubectl.run("annotate", crd, *(f"{key}-" for key in HELM_OWNER), check=False)
+        kubectl.run("label", crd, "app.kubernetes.io/managed-by-", check=False)
+        kubectl("delete", "namespace", other, "--wait=false", "--ignore-not-found")

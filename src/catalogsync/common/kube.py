@@ -7,6 +7,7 @@ the pod's own ServiceAccount).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -28,6 +29,17 @@ async def api_client() -> Any:
     else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration)
+
+
+def status_message(exc: BaseException) -> str:
+    """The ``message`` of the API server's ``Status`` answer to a failed call (it names the
+    field or the rule), else the HTTP reason."""
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError, TypeError):
+        message = None
+    return str(message or getattr(exc, "reason", "") or exc)
 
 
 async def custom_objects_api() -> Any:
