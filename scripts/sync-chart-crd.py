@@ -24,7 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "deploy/crds/catalogsync.io_catalogsyncs.yaml"
 TARGET = ROOT / "deploy/helm/catalogsync/templates/crd.yaml"
 VALUES_SCHEMA = ROOT / "deploy/helm/catalogsync/values.schema.json"
-RUN_SPEC_PATH = ("properties", "schedule", "properties", "run", "properties", "spec")
+RUN_SPEC_PATHS = (
+    ("properties", "schedule", "properties", "run", "properties", "spec"),
+    ("properties", "schedules", "additionalProperties", "properties", "run", "properties", "spec"),
+)
+"""The run templates of values.schema.json; each refers to ``definitions.runSpec``."""
 KEPT = {
     "type", "description", "properties", "items", "enum", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
@@ -91,18 +95,22 @@ def json_schema(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def values_schema(source_text: str, current_text: str) -> str:
-    """values.schema.json with ``schedule.run.spec`` replaced by the CRD's ``spec`` schema."""
+    """values.schema.json with ``definitions.runSpec`` set to the CRD's ``spec`` schema and every
+    run template's ``spec`` referring to it."""
     crd = yaml.safe_load(source_text)
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     schema = json.loads(current_text)
-    parent = schema
-    for key in RUN_SPEC_PATH[:-1]:
-        parent = parent[key]
-    parent[RUN_SPEC_PATH[-1]] = {
+    schema["definitions"]["runSpec"] = {
         **json_schema(spec),
-        "description": "The spec of the CatalogSync each firing creates; generated from the "
-        "CRD by scripts/sync-chart-crd.py.",
+        "description": "The spec of the CatalogSync a firing creates; generated from the CRD "
+        "by scripts/sync-chart-crd.py.",
     }
+    for path in RUN_SPEC_PATHS:
+        parent = schema
+        for key in path[:-1]:
+            parent = parent.get(key) or {}
+        if parent:
+            parent[path[-1]] = {"$ref": "#/definitions/runSpec"}
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -109,6 +109,10 @@ def test_kind_example_runs_the_maintainer_anywhere_with_a_local_image(
             {"schedule": {"run": {"spec": {"storage": {"url": "s3://x"}}}}},
             "/schedule/run/spec/storage/url",
         ),
+        (
+            {"schedules": {"hourly": {"runNamePrefix": "h", "run": {"spec": {"mode": "Hourly"}}}}},
+            "/schedules/hourly/run/spec/mode",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, values: dict[str, Any], complaint: str) -> None:
@@ -140,7 +144,10 @@ def test_the_run_templates_schema_is_the_crds_spec_schema() -> None:
     """values.schema.json's schedule.run.spec is generated from the CRD (checked above); what
     the CRD would keep as free-form (filter, sorting, affinity) stays free-form."""
     schema = json.loads((CHART / "values.schema.json").read_text())
-    spec = schema["properties"]["schedule"]["properties"]["run"]["properties"]["spec"]
+    run = schema["properties"]["schedule"]["properties"]["run"]["properties"]
+    entry = schema["properties"]["schedules"]["additionalProperties"]["properties"]["run"]
+    assert run["spec"] == entry["properties"]["spec"] == {"$ref": "#/definitions/runSpec"}
+    spec = schema["definitions"]["runSpec"]
     crd = yaml.safe_load(CRD_SOURCE.read_text())
     source = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert set(spec["properties"]) == set(source["properties"])
