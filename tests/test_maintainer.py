@@ -295,6 +295,28 @@ async def test_a_line_over_the_limit_is_rejected_and_truncated(pg_dsn: str) -> N
     assert reject["raw"].encode() == (head + block)[:REJECT_RAW_LIMIT]
 
 
+@pytest.mark.parametrize("damage", ["lines missing, indexes kept", "no meta", "repeated index"])
+async def test_delete_missing_needs_the_whole_index_sequence(
+    pg_dsn: str, tmp_path: Path, damage: str
+) -> None:
+    """The last line's ``meta.index + 1 == meta.total`` is not proof: every index from 0 to
+    ``meta.total - 1`` must be there, in order, and a file without ``meta`` is never complete."""
+    products = catalog(1000)
+    await run(pg_dsn, data.write(tmp_path / "full.ndjson", products), "full")
+    lines = data.lines(products)
+    if damage == "lines missing, indexes kept":
+        damaged = lines[:600] + lines[630:]  # 3 % gone, the last line still says 999 of 1000
+    elif damage == "no meta":
+        damaged = [orjson.dumps({"result": p}) for p in products[:970]]
+    else:
+        damaged = [*lines[:600], lines[599], *lines[630:]]
+    summary = await run(
+        pg_dsn, data.write(tmp_path / "damaged.ndjson", damaged), "damaged", delete_missing=True
+    )
+    assert (summary["deleted"], summary["complete"]) == (0, False)
+    assert all(row["deleted_at"] is None for row in (await rows(pg_dsn)).values())
+
+
 async def test_delete_missing_refuses_beyond_threshold(pg_dsn: str, tmp_path: Path) -> None:
     products = catalog(400)
     await run(pg_dsn, data.write(tmp_path / "full.ndjson", products), "full")

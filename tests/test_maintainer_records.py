@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from catalogsync.maintainer.chunks import RawChunk, plan, prepare, split_chunks
+from catalogsync.maintainer.chunks import IndexSequence, RawChunk, plan, prepare, split_chunks
 from catalogsync.maintainer.deletes import TooManyDeletes, check_fraction, withheld_because
 from catalogsync.maintainer.records import COLUMNS, InvalidLine, scan, to_row
 from tests import maintainer_data as data
@@ -219,6 +219,31 @@ def test_delete_fraction() -> None:
 
 
 def test_deletes_need_a_complete_catalog_of_valid_lines() -> None:
-    assert withheld_because(True, 0, 99, 100) == ""
-    assert "incomplete (last index 89 of total 100)" in withheld_because(False, 0, 89, 100)
-    assert "2 line(s) were invalid" in withheld_because(True, 2, 99, 100)
+    assert withheld_because(None, 0) == ""
+    assert "incomplete: gap" in withheld_because("gap", 0)
+    assert "2 line(s) were invalid" in withheld_because(None, 2)
+
+
+def feed(sequence: IndexSequence, *entries: tuple[int | None, int | None]) -> IndexSequence:
+    for line, (index, total) in enumerate(entries, start=1):
+        sequence.feed(line, index, total)
+    return sequence
+
+
+def test_a_catalog_is_complete_only_with_every_index_in_order() -> None:
+    assert feed(IndexSequence(), (0, 3), (1, 3), (2, 3)).incomplete_because() is None
+    assert "no products" in str(IndexSequence().incomplete_because())
+    gap = feed(IndexSequence(), (0, 4), (1, 4), (3, 4)).incomplete_because()
+    assert "line 3 has meta.index 3 where 2 was due" in str(gap)
+    short = feed(IndexSequence(), (0, 4), (1, 4)).incomplete_because()
+    assert "ends after meta.index 1 of meta.total 4" in str(short)
+    assert "no meta.index" in str(feed(IndexSequence(), (None, None)).incomplete_because())
+    changed = feed(IndexSequence(), (0, 2), (1, 3)).incomplete_because()
+    assert "meta.total 3 after 2" in str(changed)
+    unreadable = IndexSequence()
+    unreadable.feed(1, 0, 3)
+    unreadable.feed(2, None, None, readable=False)  # held index 1, or was junk between lines
+    unreadable.feed(3, 2, 3)
+    assert unreadable.incomplete_because() is None
+    repeated = feed(IndexSequence(), (0, 4), (1, 4), (1, 4)).problem
+    assert "line 3 has meta.index 1 where 2 was due" in str(repeated)

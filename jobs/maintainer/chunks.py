@@ -23,6 +23,9 @@ A line over ``MAX_LINE_BYTES`` is never held whole: only this much of it is kept
 Reject = tuple[int, str, str]
 """(line number, error, raw text)."""
 
+Position = tuple[int, int | None, int | None, bool]
+"""(line number, ``meta.index``, ``meta.total``, whether the line could be read at all)."""
+
 
 @dataclass
 class RawChunk:
@@ -48,6 +51,8 @@ class Prepared:
     duplicates: int
     total: int | None = None
     last_index: int | None = None
+    positions: list[Position] = field(default_factory=list)
+    """Where every non-blank line says it stands in the catalog, in line order."""
     earlier: set[str] = field(default_factory=set)
     """Ids this chunk shares with earlier chunks: applied after them, counted as duplicates."""
 
@@ -97,6 +102,51 @@ def reject_text(line: bytes | memoryview) -> str:
     return bytes(line[:REJECT_RAW_LIMIT]).decode(errors="replace").replace("\x00", "\ufffd")
 
 
+@dataclass
+class IndexSequence:
+    """Whether the lines' ``meta.index`` run 0, 1, … ``meta.total - 1``, one per line, in order.
+
+    A MediPim stream numbers its lines, and nothing else proves a catalog whole: the last line's
+    ``meta.index + 1 == meta.total`` holds as well for a file with lines cut out of its middle.
+    Feed every non-blank line in file order. An unreadable (invalid) line may have held the next
+    index or none, so the next readable line may skip one index per unreadable line before it;
+    such a run deletes nothing anyway, because of the invalid line itself.
+    """
+
+    due: int = 0
+    total: int | None = None
+    problem: str | None = None
+    slack: int = 0
+    """Unreadable lines since the last readable one."""
+
+    def feed(self, line: int, index: int | None, total: int | None, readable: bool = True) -> None:
+        if self.problem is not None:
+            return
+        if not readable:
+            self.slack += 1
+            return
+        if index is None or total is None:
+            self.problem = f"line {line} has no meta.index and meta.total"
+        elif self.total is not None and total != self.total:
+            self.problem = f"line {line} says meta.total {total} after {self.total}"
+        elif not self.due <= index <= self.due + self.slack:
+            self.problem = f"line {line} has meta.index {index} where {self.due} was due"
+        else:
+            self.total = total
+            self.due = index + 1
+            self.slack = 0
+
+    def incomplete_because(self) -> str | None:
+        """Why the lines fed are not a whole catalog, or ``None`` when they are."""
+        if self.problem is not None:
+            return self.problem
+        if self.total is None:
+            return "the object holds no products with meta.index and meta.total"
+        if not self.due <= self.total <= self.due + self.slack:
+            return f"the object ends after meta.index {self.due - 1} of meta.total {self.total}"
+        return None
+
+
 def prepare(chunk: RawChunk) -> Prepared:
     """Scan every line: ids, hashes, invalid lines, duplicates within the chunk."""
     records: dict[str, tuple[int, Scanned]] = {}
@@ -104,15 +154,19 @@ def prepare(chunk: RawChunk) -> Prepared:
     duplicates = 0
     total: int | None = None
     last_index: int | None = None
+    positions: list[Position] = []
     for line_no, long_line in chunk.long_lines:
         error = f"the line {long_line.problem()}; raw holds its first {REJECT_RAW_LIMIT} bytes"
         rejects.append((line_no, error, reject_text(long_line.head)))
+        positions.append((line_no, None, None, False))
     for line_no, line in chunk.lines:
         try:
             scanned = scan(line)
         except InvalidLine as exc:
             rejects.append((line_no, str(exc), reject_text(line)))
+            positions.append((line_no, None, None, False))
             continue
+        positions.append((line_no, scanned.index, scanned.total, True))
         if scanned.total is not None:
             total = scanned.total
         if scanned.index is not None and (last_index is None or scanned.index > last_index):
@@ -131,6 +185,7 @@ def prepare(chunk: RawChunk) -> Prepared:
         duplicates=duplicates,
         total=total,
         last_index=last_index,
+        positions=sorted(positions),
     )
 
 

@@ -32,16 +32,15 @@ class TooManyDeletes(InvalidDataError):
     reason = "TooManyDeletes"
 
 
-def withheld_because(
-    complete: bool, invalid: int, last_index: int | None, total: int | None
-) -> str:
+def withheld_because(incomplete: str | None, invalid: int) -> str:
     """Why this run must not delete anything, or ``""`` when it may.
 
-    A product is missing only if the whole catalog was read and every line was understood: the
-    product on an invalid line is in the catalog, but its id is unknown, so it would look gone.
+    ``incomplete`` is why the object is not a whole catalog (see ``IndexSequence``). A product is
+    missing only if the whole catalog was read and every line was understood: the product on an
+    invalid line is in the catalog, but its id is unknown, so it would look gone.
     """
-    if not complete:
-        return f"the catalog is incomplete (last index {last_index} of total {total})"
+    if incomplete:
+        return f"the catalog is incomplete: {incomplete}"
     if invalid:
         return (
             f"{invalid} line(s) were invalid and the products on them would look missing "

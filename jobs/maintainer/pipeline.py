@@ -30,7 +30,14 @@ from catalogsync.common.progress import Reporter, Snapshot
 from catalogsync.common.summaries import MAINTAINER_COUNTS, MaintainerCounts, MaintainerSummary
 from catalogsync.maintainer import changes as feed
 from catalogsync.maintainer import loader, runs
-from catalogsync.maintainer.chunks import Prepared, Reject, plan, prepare, split_chunks
+from catalogsync.maintainer.chunks import (
+    IndexSequence,
+    Prepared,
+    Reject,
+    plan,
+    prepare,
+    split_chunks,
+)
 from catalogsync.maintainer.database import connect
 from catalogsync.maintainer.deletes import Feed, delete_missing, withheld_because
 from catalogsync.maintainer.records import COLUMNS
@@ -132,6 +139,8 @@ class Run:
         self.reporter: Reporter = reporter or NullReporter()
         self.tables = Tables.for_table(options.table)
         self.progress = Progress()
+        self.sequence = IndexSequence()
+        """Whether the object is a whole catalog: deletions depend on it."""
         self.seen: set[str] = set()
         self.pending: dict[int, asyncio.Event] = {}
         self.table_exists = True
@@ -212,7 +221,7 @@ class Run:
         """Soft-delete what the catalog lost and close the run row, in one transaction."""
         opts = self.options
         withheld = withheld_because(
-            complete, self.progress.counts["invalid"], self.progress.last_index, self.progress.total
+            self.sequence.incomplete_because(), self.progress.counts["invalid"]
         )
         if opts.mode == "Incremental":
             withheld = "the catalog is incremental: it holds only the products that changed"
@@ -281,8 +290,7 @@ class Run:
                 )
 
     def _complete(self) -> bool:
-        total, last = self.progress.total, self.progress.last_index
-        return total is None or (last is not None and last + 1 == total)
+        return self.sequence.incomplete_because() is None
 
     def _total(self) -> int:
         total = self.progress.total
@@ -393,6 +401,8 @@ class Run:
                 self.progress.total = prepared.total
             if prepared.last_index is not None:
                 self.progress.last_index = max(self.progress.last_index or 0, prepared.last_index)
+            for position in prepared.positions:
+                self.sequence.feed(*position)
             ids = prepared.records.keys()
             if prepared.number in committed:
                 self.seen.update(ids)
