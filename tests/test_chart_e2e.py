@@ -354,3 +354,43 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     failure = (await until(ended, "the refused run to fail"))["status"]["failure"]
     assert (failure["stage"], failure["reason"]) == ("fetcher", "JobRejected")
     assert "forbidden" in failure["message"]
+
+
+async def test_a_creator_refused_by_the_api_server_fails_its_job_at_once(
+    cluster: Cluster, workdir: Workdir
+) -> None:
+    """A template that got past the chart (edited by hand, or an older CRD) is refused with its
+    field named: one pod, a Job failed by its podFailurePolicy, the reason in the pod's status."""
+    ns, kubectl = cluster.namespace, cluster.kubectl
+    helm = Helm(helm_binary(), workdir.path / "helm")
+    rendered = documents(
+        helm.template_text({"schedule": {"suspend": True}}, namespace=ns, release=RELEASE)
+    )
+    applied = [doc for doc in rendered if doc["kind"] != "Deployment"]
+    kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(doc) for doc in applied))
+    kubectl("wait", "--for=condition=Established", "crd/catalogsyncs.catalogsync.io")
+    template = one(rendered, "ConfigMap", "-run-template")
+    template["data"]["run.yaml"] = (
+        "apiVersion: catalogsync.io/v1alpha1\nkind: CatalogSync\n"
+        "spec: {maintainer: {chunksize: 500}}\n"
+    )
+    kubectl("apply", "-f", "-", input=json.dumps(template))
+    await asyncio.to_thread(cluster.kubelet, NodeConfig(name=f"plain-{ns}"[:63]))
+    kubectl("create", "job", f"--from=cronjob/{FULLNAME}", "refused-1", "-n", ns)
+
+    def failed() -> Manifest | None:
+        job: Manifest = kubectl.json("get", "job", "refused-1", "-n", ns)
+        conditions = job.get("status", {}).get("conditions") or []
+        done = [c for c in conditions if c["type"] == "Failed" and c["status"] == "True"]
+        return done[0] if done else None
+
+    condition = await until(failed, "the creator Job to fail", within=120)
+    assert condition["reason"] == "PodFailurePolicy"
+    assert "exit code 2" in condition["message"]
+    pods = kubectl.json("get", "pods", "-n", ns, "-l", "batch.kubernetes.io/job-name=refused-1")
+    assert len(pods["items"]) == 1, "no retries of a permanent refusal"
+    (status,) = pods["items"][0]["status"]["containerStatuses"]
+    line = json.loads(status["state"]["terminated"]["message"])  # the JSON log line
+    assert line["reason"] == "InvalidTemplate"
+    assert 'unknown field "spec.maintainer.chunksize"' in line["message"]
+    assert kubectl.json("get", "catalogsyncs", "-n", ns)["items"] == []
