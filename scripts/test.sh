@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (cached outside the clone under
 # ${CATALOGSYNC_CACHE:-~/.cache/catalogsync}), lints, type-checks, then runs pytest against real
-# servers (PostgreSQL, the storage server, the MediPim simulator, a Kubernetes control plane).
+# servers (PostgreSQL, the storage server, the MediPim simulator, a Kubernetes control plane) and
+# the image built from the Dockerfile (scripts/build-image.sh, cached by its inputs).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k fetcher -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ step "promtool"
 scripts/build-promtool.sh
 step "checkov"
 scripts/install-checkov.sh
+step "image"
+scripts/build-image.sh
 
 step "ruff"
 .venv/bin/ruff check .
@@ -28,5 +31,5 @@ step "import contracts"
 .venv/bin/lint-imports
 
 step "pytest"
-export CATALOGSYNC_REQUIRE_K8S=1
+export CATALOGSYNC_REQUIRE_K8S=1 CATALOGSYNC_REQUIRE_IMAGE=1
 exec .venv/bin/pytest "$@"

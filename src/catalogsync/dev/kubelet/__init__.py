@@ -54,7 +54,8 @@ Modules: ``nodes`` (Node objects, Leases), ``env`` (env/envFrom resolution), ``c
 (ServiceAccount tokens), ``images`` (the image → command rule), ``containers`` (a container's
 process state, termination messages, signals), ``status`` (pod status builders), ``pods`` (one
 pod's lifecycle), ``logs`` (the HTTPS log endpoint), ``kubelet`` (ProcessKubelet), ``thread``
-(KubeletThread), ``cli`` (``catalogsync kubelet``).
+(KubeletThread), ``cli`` (``catalogsync kubelet``), ``sandbox`` and ``chroot`` (containers run
+inside the built image's root filesystem, when the kubelet is given an ``ImageSandbox``).
 """
 
 from catalogsync.common.quantities import parse_quantity

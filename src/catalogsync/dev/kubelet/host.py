@@ -8,6 +8,7 @@ modules in one direction: ``kubelet`` imports ``pods`` and ``logs``, and neither
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -61,6 +62,8 @@ class PodHost(Protocol):
     async def environment(
         self, worker: PodSetup, container: Obj, credentials: Credentials
     ) -> dict[str, str]: ...
+
+    async def argv(self, worker: PodSetup, container: Obj, env: Mapping[str, str]) -> list[str]: ...
 
 
 class PodLogs(Protocol):

@@ -22,6 +22,7 @@ from catalogsync.dev.kubelet.images import ImageRule
 from catalogsync.dev.kubelet.logs import LogServer
 from catalogsync.dev.kubelet.nodes import NodeConfig, lease_object, node_object, node_status
 from catalogsync.dev.kubelet.pods import PodWorker
+from catalogsync.dev.kubelet.sandbox import ImageSandbox
 
 
 class ProcessKubelet:
@@ -36,6 +37,7 @@ class ProcessKubelet:
         workdir: Path | None = None,
         *,
         images: ImageRule | None = None,
+        sandbox: ImageSandbox | None = None,
         base_env: Mapping[str, str] | None = None,
         restart_backoff: float = 1.0,
         retry_interval: float = 1.0,
@@ -45,6 +47,8 @@ class ProcessKubelet:
         self.pods_dir = self.workdir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self.images = images or ImageRule()
+        self.sandbox = sandbox
+        """When set, containers run inside the built image rather than from the checkout."""
         self.base_env = dict(base_env or {})
         self.restart_backoff = restart_backoff
         self.retry_interval = retry_interval
@@ -226,6 +230,14 @@ class ProcessKubelet:
         node = self.nodes.get(worker.node)
         allocatable = node.resources()[1] if node else {}
         declared = await declared_environment(self.api, worker.pod, container, allocatable)
+        if self.sandbox is not None:
+            return self.sandbox.environment(
+                worker.pod,
+                container,
+                declared,
+                self.base_env,
+                credentials=credentials.kubeconfig is not None,
+            )
         base = base_environment(
             worker.directory,
             worker.pod,
@@ -234,6 +246,12 @@ class ProcessKubelet:
             credentials.kubeconfig,
         )
         return {**base, **declared}
+
+    async def argv(self, worker: PodSetup, container: Obj, env: Mapping[str, str]) -> list[str]:
+        """What to execute for the container: a checkout command, or the image's, sandboxed."""
+        if self.sandbox is not None:
+            return await self.sandbox.argv(self.api, worker.pod, worker.directory, container, env)
+        return self.images.argv(container, env)
 
     async def oom_kill(self, namespace: str, name: str, container: str | None = None) -> None:
         """Kill a container like the OOM killer: SIGKILL, reported as exit 137 ``OOMKilled``."""

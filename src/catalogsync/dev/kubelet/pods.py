@@ -173,7 +173,7 @@ class PodWorker:
                 result = {}
                 for run in [*self.init_runs, *self.runs]:
                     env = await self.kubelet.environment(self, run.spec, credentials)
-                    argv = self.kubelet.images.argv(run.spec, env)
+                    argv = await self.kubelet.argv(self, run.spec, env)
                     result[run.name] = (argv, env)
                 return result
             except ImageRefused as exc:
