@@ -265,7 +265,7 @@ def test_watch_namespaces_give_each_namespace_its_roles_and_jobs_account(helm: H
     assert operator_binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "cs-catalogsync-operator", "namespace": "ops"}
     ]
-    assert not find(manifests, "ClusterRole")
+    assert not find(manifests, "ClusterRole", "-operator")
 
 
 # --- RBAC: only the verbs each identity uses -----------------------------------------------
@@ -315,7 +315,7 @@ def test_operator_gets_exactly_the_verbs_its_code_uses(default: list[Manifest]) 
         ("", "events", "create"),
         ("", "events", "list"),
     }
-    assert not find(default, "ClusterRole")
+    assert not find(default, "ClusterRole", "-operator")
     assert not find(default, "ClusterRoleBinding")
 
 
@@ -522,3 +522,26 @@ def test_every_pod_meets_the_restricted_profile(
             assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp is writable scratch"
             assert container["resources"]["requests"], name
             assert container["resources"]["limits"]["memory"], name
+
+
+def test_aggregated_roles_give_view_read_and_edit_write_on_runs(
+    helm: Helm, default: list[Manifest]
+) -> None:
+    view = one(default, "ClusterRole", "-view")
+    edit = one(default, "ClusterRole", "-edit")
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k in view["metadata"]["labels"] if k.startswith(aggregate)} == {
+        f"{aggregate}{role}" for role in ("view", "edit", "admin")
+    }
+    assert {k for k in edit["metadata"]["labels"] if k.startswith(aggregate)} == {
+        f"{aggregate}{role}" for role in ("edit", "admin")
+    }
+    assert rules(view) == {
+        ("catalogsync.io", resource, verb)
+        for resource in ("catalogsyncs", "catalogsyncs/status")
+        for verb in ("get", "list", "watch")
+    }
+    writes = ("create", "update", "patch", "delete", "deletecollection")
+    assert rules(edit) == {("catalogsync.io", "catalogsyncs", verb) for verb in writes}
+    off = helm.template({"rbac": {"aggregateToDefaultRoles": False}})
+    assert not find(off, "ClusterRole")
