@@ -190,7 +190,3 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _table(cls, value: str) -> str:
         return validate_table_name(value)
-
-    def stage(self, stage: str) -> StagePod:
-        pod: StagePod = getattr(self, stage)
-        return pod

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.storage",
     "tests.plugins.medipim",
     "tests.plugins.kube",
+    "tests.plugins.fast",
 ]
