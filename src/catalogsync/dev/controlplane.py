@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from catalogsync.dev.cache import cache_root
 from catalogsync.dev.processes import die_with_parent, free_port, process_exists, signal_group
 from catalogsync.dev.service import Service
 
@@ -117,10 +118,8 @@ def default_bin_dir() -> Path:
     if explicit := os.environ.get("CATALOGSYNC_K8S_BIN"):
         return Path(explicit)
     versions = pinned_versions()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    cache = Path(os.environ.get("CATALOGSYNC_CACHE") or Path(xdg) / "catalogsync")
     key = f"{versions['K8S_VERSION']}-etcd{versions['ETCD_VERSION']}"
-    return cache / "k8s" / key / "bin"
+    return cache_root() / "k8s" / key / "bin"
 
 
 @dataclass(frozen=True)

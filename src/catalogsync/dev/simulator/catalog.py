@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import xxhash
 
+from catalogsync.dev.cache import cache_root as project_cache
 from catalogsync.dev.simulator.generator import (
     FORMAT,
     STATUS_CODES,
@@ -75,10 +76,8 @@ PROFILES = {
 
 
 def cache_root() -> Path:
-    base = os.environ.get("CATALOGSYNC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "catalogsync"
-    )
-    return Path(base) / "simulator"
+    """The simulator's part of the project's cache (:func:`catalogsync.dev.cache.cache_root`)."""
+    return project_cache() / "simulator"
 
 
 class Catalog:

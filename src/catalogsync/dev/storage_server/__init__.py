@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import httpx
 
+from catalogsync.dev.cache import cache_root
 from catalogsync.dev.service import AsyncService
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -49,12 +50,6 @@ STOP_TIMEOUT = 5.0
 
 class StorageServerError(RuntimeError):
     """The storage server could not be installed, started or reached."""
-
-
-def cache_root() -> Path:
-    """``$CATALOGSYNC_CACHE``, else ``~/.cache/catalogsync``: shared by every clone."""
-    configured = os.environ.get("CATALOGSYNC_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "catalogsync"
 
 
 def _lock_digest() -> str:
