@@ -187,9 +187,15 @@ def build_job(run: RunSpec, stage: Stage, settings: OperatorSettings) -> dict[st
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": settings.job_run_as_user,
-            "runAsGroup": settings.job_run_as_user,
-            "fsGroup": settings.job_run_as_user,
+            **(
+                {}
+                if settings.job_run_as_user is None
+                else {
+                    "runAsUser": settings.job_run_as_user,
+                    "runAsGroup": settings.job_run_as_user,
+                    "fsGroup": settings.job_run_as_user,
+                }
+            ),
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],

@@ -115,7 +115,9 @@ class OperatorSettings(BaseSettings):
         default_factory=list, alias="CATALOGSYNC_IMAGE_PULL_SECRETS"
     )
     job_service_account: str = Field("catalogsync-job", alias="CATALOGSYNC_JOB_SERVICE_ACCOUNT")
-    job_run_as_user: int = Field(10001, alias="CATALOGSYNC_JOB_RUN_AS_USER", ge=1)
+    job_run_as_user: int | None = Field(10001, alias="CATALOGSYNC_JOB_RUN_AS_USER", ge=1)
+    """uid and gid of the stage pods; empty: leave them to the platform (OpenShift assigns one
+    from the namespace's range, and the image runs under any uid)."""
     job_progress_interval: float = Field(3.0, alias="CATALOGSYNC_JOB_PROGRESS_INTERVAL", gt=0)
 
     medipim_url: str = Field(DEFAULT_MEDIPIM_URL, alias="CATALOGSYNC_MEDIPIM_URL")
@@ -167,6 +169,11 @@ class OperatorSettings(BaseSettings):
     """Port of the Prometheus endpoint ``/metrics``; 0 turns it off."""
     metrics_host: str = Field("0.0.0.0", alias="CATALOGSYNC_METRICS_HOST")
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="CATALOGSYNC_LOG_FORMAT")
+
+    @field_validator("job_run_as_user", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod

@@ -194,6 +194,20 @@ def can_i(kubectl: Kubectl, user: str, namespace: str, verb: str, resource: str)
     return answer.stdout.strip() == "yes"
 
 
+def plugin(kubectl: Kubectl, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``kubectl catalogsync ...``: the package's ``kubectl-catalogsync``, as kubectl runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CATALOGSYNC_", "KUBE"))}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("kubectl-catalogsync")),
+         f"--kubeconfig={kubectl.kubeconfig}", *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
 def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -354,6 +368,42 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     failure = (await until(ended, "the refused run to fail"))["status"]["failure"]
     assert (failure["stage"], failure["reason"]) == ("fetcher", "JobRejected")
     assert "forbidden" in failure["message"]
+
+    # kubectl catalogsync status: the success, the refused run, the suspended schedule.
+    shown = await asyncio.to_thread(plugin, kubectl, "-n", ns, "status")
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.strip() for line in shown.stdout.splitlines()]
+    lines = {
+        label: next(row for row in rows if row.startswith(label))
+        for label in ("last success", "last failure", "running", "next run")
+    }
+    assert f"catalog medipim-au (namespace {ns})" in shown.stdout
+    assert name in lines["last success"]
+    assert f"{records} inserted" in lines["last success"]
+    assert manual_name in lines["last failure"]
+    assert "fetcher JobRejected" in lines["last failure"]
+    assert lines["running"].split() == ["running", "none"]
+    assert f"{FULLNAME} suspended" in lines["next run"]
+
+    # kubectl catalogsync run --wait: with create jobs back, a run from the schedule's template.
+    role = kubectl.json("get", "role", f"{FULLNAME}-operator", "-n", ns)
+    for rule in role["rules"]:
+        if rule["apiGroups"] == ["batch"]:
+            rule["verbs"].append("create")
+    kubectl("apply", "-f", "-", input=json.dumps(role))
+    await until(lambda: can_i(kubectl, user, ns, "create", "jobs.batch"), "the grant")
+    waited = await asyncio.to_thread(
+        plugin, kubectl, "-n", ns, "run", "--wait", "--timeout=400", timeout=420
+    )
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    started = re.search(rf"started run {ns}/(medipim-au-manual-\S+)", waited.stdout)
+    assert started, waited.stdout
+    again = kubectl.json("get", "catalogsync", started.group(1), "-n", ns)
+    assert again["status"]["phase"] == "Succeeded"
+    assert again["metadata"]["labels"]["catalogsync.io/schedule"] == FULLNAME
+    assert f"{started.group(1)} Succeeded in {again['status']['duration']}" in waited.stdout
+    assert f"0 inserted, 0 updated, {records} skipped" in waited.stdout
+    assert "100%" in waited.stdout
 
 
 async def test_a_creator_refused_by_the_api_server_fails_its_job_at_once(

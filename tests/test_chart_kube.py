@@ -17,8 +17,21 @@ from typing import Any
 
 import pytest
 
+from catalogsync.common.config import load
 from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
-from tests.chart import CHART, NON_DEFAULT_VALUES, Helm, Manifest, documents, helm_binary
+from catalogsync.operator.jobs import build_job
+from catalogsync.operator.settings import OperatorSettings
+from catalogsync.operator.spec import resolve
+from tests.chart import (
+    CHART,
+    NON_DEFAULT_VALUES,
+    Helm,
+    Manifest,
+    documents,
+    helm_binary,
+    pod_specs,
+)
+from tests.operator_objects import cr
 from tests.plugins.kube import Kubectl, wait_until
 
 pytestmark = pytest.mark.kube
@@ -67,6 +80,7 @@ def test_default_values_are_accepted_by_the_api_server(
         "CustomResourceDefinition",
         "ServiceAccount",
         "ConfigMap",
+        "ClusterRole",
         "Role",
         "RoleBinding",
         "NetworkPolicy",
@@ -369,3 +383,34 @@ def test_the_built_in_view_and_edit_roles_cover_catalogsyncs(
     status = editor.run("patch", "csync", "seen", "--subresource=status", "--type=merge", "-p",
                         '{"status":{"phase":"Succeeded"}}', check=False)  # fmt: skip
     assert status.returncode != 0, "the status is the operator's"
+
+
+OPENSHIFT = {"runAsUser": None, "runAsGroup": None, "defaults": {"storage": {"url": "file:///x"}}}
+
+
+def test_openshift_values_leave_the_uid_to_the_platform_and_stay_restricted(
+    helm: Helm, kubectl: Kubectl, restricted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runAsUser: null``: no uid in any pod, the operator still starts, its Jobs are admitted."""
+    manifest = helm.template_text(OPENSHIFT, namespace=restricted)
+    rendered = documents(manifest)
+    for name, pod in pod_specs(rendered):
+        contexts = [pod["securityContext"], *(c["securityContext"] for c in pod["containers"])]
+        for context in contexts:
+            assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context), name
+            assert context.get("runAsNonRoot") is True, name
+    dry_run(kubectl, manifest)
+    config = next(
+        d for d in rendered if d["kind"] == "ConfigMap" and "-operator" in d["metadata"]["name"]
+    )
+    for key, value in config["data"].items():
+        monkeypatch.setenv(key, value)
+    settings = load(OperatorSettings)  # the operator would exit 2 on a bad value here
+    assert settings.job_run_as_user is None
+    run = resolve(cr("openshift", namespace=restricted), settings)
+    for stage in ("fetcher", "maintainer"):
+        job = build_job(run, stage, settings)
+        job["metadata"].pop("ownerReferences")
+        pod = job["spec"]["template"]["spec"]
+        assert "runAsUser" not in pod["securityContext"]
+        dry_run(kubectl, json.dumps(job))

@@ -66,17 +66,25 @@ app.kubernetes.io/part-of: catalogsync
 {{/* The restricted Pod Security Standard, for every pod of the chart. */}}
 {{- define "catalogsync.podSecurityContext" -}}
 runAsNonRoot: true
+{{- if not (kindIs "invalid" .Values.runAsUser) }}
 runAsUser: {{ .Values.runAsUser }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.runAsGroup) }}
 runAsGroup: {{ .Values.runAsGroup }}
 fsGroup: {{ .Values.runAsGroup }}
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
 {{- define "catalogsync.containerSecurityContext" -}}
 runAsNonRoot: true
+{{- if not (kindIs "invalid" .Values.runAsUser) }}
 runAsUser: {{ .Values.runAsUser }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.runAsGroup) }}
 runAsGroup: {{ .Values.runAsGroup }}
+{{- end }}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 privileged: false
