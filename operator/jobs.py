@@ -245,7 +245,10 @@ def build_job(run: RunSpec, stage: Stage, settings: OperatorSettings) -> dict[st
                 ]
             },
             "template": {
-                "metadata": {"labels": job_labels},
+                "metadata": {
+                    "labels": {**pod.pod_labels, **job_labels},
+                    **({"annotations": dict(pod.pod_annotations)} if pod.pod_annotations else {}),
+                },
                 "spec": pod_spec,
             },
         },

@@ -56,6 +56,11 @@ class StagePod(BaseModel):
     """``sizeLimit`` of the emptyDir at ``/tmp`` (the fetcher spools the catalog there)."""
     env: list[dict[str, Any]] = Field(default_factory=list)
     """Extra container env entries (``HTTPS_PROXY``, job tuning); contract names win over these."""
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels of the stage's pods; the operator's own labels win over these."""
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the stage's pods, e.g. ``sidecar.istio.io/inject: "false"``: an injected
+    sidecar that never exits keeps a Job from ever completing."""
 
 
 def default_fetcher() -> StagePod:

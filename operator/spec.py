@@ -37,6 +37,8 @@ _POD_FIELDS = {
     "priorityClassName": "priority_class_name",
     "backoffLimit": "backoff_limit",
     "activeDeadlineSeconds": "active_deadline_seconds",
+    "podLabels": "pod_labels",
+    "podAnnotations": "pod_annotations",
 }
 
 

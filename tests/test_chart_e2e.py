@@ -264,6 +264,8 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
             token_kubeconfig(kubectl, cluster.plane, ns, account, workdir.path / "kc")
         ),
         "CATALOGSYNC_LIVENESS_ENDPOINT": health,  # the chart's 0.0.0.0:8080 may be taken here
+        "CATALOGSYNC_METRICS_HOST": "127.0.0.1",
+        "CATALOGSYNC_METRICS_PORT": str(free_port()),
     }
     # The API server learns of RoleBindings through a watch: start once the grant is in force, or
     # the lag would show up as spurious refusals in the operator's log.

@@ -238,3 +238,20 @@ def test_operator_config_sets_stage_defaults_and_extra_env_cannot_override_the_c
     assert env["HTTPS_PROXY"] == "http://proxy:3128"
     assert env["SYNC_CR_NAME"] == "run-1"
     assert resolve(cr(), settings(**config)).pods["fetcher"].resources["limits"]["memory"]
+
+
+def test_pod_labels_and_annotations_from_the_operator_and_the_run() -> None:
+    config = settings(
+        CATALOGSYNC_FETCHER='{"podAnnotations": {"sidecar.istio.io/inject": "false"},'
+        ' "podLabels": {"team": "data", "catalogsync.io/run": "spoofed"}}'
+    )
+    spec = {"maintainer": {"podAnnotations": {"linkerd.io/inject": "disabled"}}}
+    run = resolve(cr(spec=spec), config)
+    fetcher = build_job(run, "fetcher", config)["spec"]["template"]["metadata"]
+    assert fetcher["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert fetcher["labels"]["team"] == "data"
+    assert fetcher["labels"]["catalogsync.io/run"] == run.name, "the operator's labels win"
+    maintainer = build_job(run, "maintainer", config)["spec"]["template"]["metadata"]
+    assert maintainer["annotations"] == {"linkerd.io/inject": "disabled"}
+    plain = build_job(resolve(cr(), settings()), "fetcher", settings())["spec"]["template"]
+    assert "annotations" not in plain["metadata"]

@@ -261,7 +261,8 @@ def operator_env(
         "CATALOGSYNC_METRICS_HOST": "127.0.0.1",
         "CATALOGSYNC_METRICS_PORT": str(free_port()),
         "CATALOGSYNC_LOG_FORMAT": "json",
-        "CATALOGSYNC_FETCHER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300}',
+        "CATALOGSYNC_FETCHER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300,'
+        ' "podAnnotations": {"sidecar.istio.io/inject": "false"}}',
         "CATALOGSYNC_MAINTAINER": '{"backoffLimit": 1, "activeDeadlineSeconds": 300}',
     }
     env.pop("CATALOGSYNC_NAMESPACES", None)
@@ -319,7 +320,10 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
     medipim = await medipim_factory(products=400, line_bytes=1_000, throughput=80_000,
                                     key_id=KEY_ID, key_secret=KEY_SECRET)  # fmt: skip
     operator = await start(cluster, control_plane, medipim, tmp_path)
-    cluster.create_run("first", {})
+    opt_out = {"sidecar.istio.io/inject": "false"}
+    cluster.create_run(
+        "first", {"maintainer": {"podAnnotations": opt_out, "podLabels": {"t": "x"}}}
+    )
 
     tables: list[str] = []
     statuses: list[dict[str, Any]] = []
@@ -367,6 +371,11 @@ async def test_a_minimal_run_fetches_then_maintains_and_shows_it(
     assert wide[-3:] == ["DELETED", "INVALID", "MESSAGE"]
 
     pods = {pod["metadata"]["labels"]["catalogsync.io/stage"]: pod for pod in cluster.items("pods")}
+    # The sidecar opt-out reaches both stages' pods: the fetcher's from the operator's
+    # configuration, the maintainer's from the run's spec.
+    for stage in ("fetcher", "maintainer"):
+        assert pods[stage]["metadata"]["annotations"].items() >= opt_out.items(), stage
+    assert pods["maintainer"]["metadata"]["labels"]["t"] == "x"
     assert pods["maintainer"]["spec"]["nodeName"] == "performance"
     assert pods["fetcher"]["spec"]["nodeName"] == "standard"
     requests = pods["maintainer"]["spec"]["containers"][0]["resources"]["requests"]
