@@ -545,3 +545,31 @@ def test_aggregated_roles_give_view_read_and_edit_write_on_runs(
     assert rules(edit) == {("catalogsync.io", "catalogsyncs", verb) for verb in writes}
     off = helm.template({"rbac": {"aggregateToDefaultRoles": False}})
     assert not find(off, "ClusterRole")
+
+
+def test_without_a_performance_pool_the_maintainer_runs_anywhere_with_its_memory(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}
+    values = {
+        "performanceNodePool": False,
+        "maintainer": {
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [*default_maintainer().model_dump(by_alias=True)["tolerations"], extra],
+        },
+    }
+    for name, value in config_env(helm.template(values)).items():
+        monkeypatch.setenv(name, value)
+    settings = load(OperatorSettings)
+    assert settings.maintainer.node_selector == {"kubernetes.io/os": "linux"}
+    assert settings.maintainer.tolerations == [extra]
+    assert settings.maintainer.resources["requests"]["memory"] == "8Gi"
+    assert settings.fetcher == default_fetcher()
+
+
+def test_documented_ways_to_drop_the_maintainer_placement_pass_the_schema(helm: Helm) -> None:
+    for args in (
+        ["--set", "performanceNodePool=false"],
+        ["--set", "maintainer.nodeSelector=null", "--set", "maintainer.tolerations=null"],
+    ):
+        helm.run("template", "cs", str(CHART), *args)

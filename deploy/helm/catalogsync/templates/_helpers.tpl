@@ -102,6 +102,24 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
+A stage's values as JSON, without the performance node pool's label and toleration when
+performanceNodePool is false (a cluster without such nodes). Arguments: (list $ stageValues).
+*/}}
+{{- define "catalogsync.placed" -}}
+{{- $root := index . 0 }}
+{{- $stage := deepCopy (index . 1) }}
+{{- if not $root.Values.performanceNodePool }}
+{{- $_ := set $stage "nodeSelector" (omit ($stage.nodeSelector | default dict) "catalogsync.io/cpu-class") }}
+{{- $kept := list }}
+{{- range ($stage.tolerations | default list) }}
+{{- if ne (.key | default "") "catalogsync.io/cpu-class" }}{{ $kept = append $kept . }}{{ end }}
+{{- end }}
+{{- $_ := set $stage "tolerations" $kept }}
+{{- end }}
+{{- toJson $stage }}
+{{- end -}}
+
+{{/*
 A stage's pod settings in the operator's shape (operator/settings.py StagePod). Every key is
 passed, null when unset, because the operator fills keys that are missing from its own defaults.
 */}}
