@@ -253,7 +253,8 @@ def test_non_default_values_reach_the_operator(
 
 
 def test_watch_namespaces_give_each_namespace_its_roles_and_jobs_account(helm: Helm) -> None:
-    manifests = helm.template({"operator": {"watchNamespaces": ["a", "b"]}}, namespace="ops")
+    values = {"operator": {"watchNamespaces": ["a", "b"]}, "schedule": {"runNamespace": "a"}}
+    manifests = helm.template(values, namespace="ops")
     assert config_env(manifests)["CATALOGSYNC_NAMESPACES"] == "a,b"
     for suffix in ("-operator", "-job"):
         assert {r["metadata"]["namespace"] for r in find(manifests, "Role", suffix)} == {"a", "b"}
@@ -573,3 +574,25 @@ def test_documented_ways_to_drop_the_maintainer_placement_pass_the_schema(helm: 
         ["--set", "maintainer.nodeSelector=null", "--set", "maintainer.tolerations=null"],
     ):
         helm.run("template", "cs", str(CHART), *args)
+
+
+def test_a_schedule_into_an_unwatched_namespace_does_not_render(helm: Helm) -> None:
+    refused = helm.run(
+        "template", "cs", str(CHART), "-n", "sync", "--set", "schedule.runNamespace=elsewhere",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert 'schedule.runNamespace "elsewhere" is not watched by the operator' in refused.stderr
+    assert "add it to operator.watchNamespaces" in refused.stderr
+    for extra in (["--set", "operator.watchNamespaces={elsewhere}"],
+                  ["--set", "operator.watchAllNamespaces=true"]):  # fmt: skip
+        helm.run("template", "cs", str(CHART), "-n", "sync",
+                 "--set", "schedule.runNamespace=elsewhere", *extra)  # fmt: skip
+
+
+def test_chart_metadata_names_home_icon_and_maintainers() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://")
+    assert chart["icon"].startswith("https://")
+    assert chart["maintainers"]
+    assert all(m["name"] and m.get("url", m.get("email")) for m in chart["maintainers"])
