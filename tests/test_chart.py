@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -596,3 +597,25 @@ def test_chart_metadata_names_home_icon_and_maintainers() -> None:
     assert chart["icon"].startswith("https://")
     assert chart["maintainers"]
     assert all(m["name"] and m.get("url", m.get("email")) for m in chart["maintainers"])
+
+
+def test_chart_readme_lists_every_value_and_is_generated() -> None:
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/chart-readme.py"), "--check"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    readme = (CHART / "README.md").read_text()
+
+    def leaves(node: Any, prefix: str = "") -> list[str]:
+        if isinstance(node, dict) and node and prefix not in ("schedule.run",):
+            return [k for key, sub in node.items() for k in leaves(sub, f"{prefix}{key}.")]
+        return [prefix.rstrip(".")]
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    listed = set(re.findall(r"^\| `([^`]+)` \|", readme, re.MULTILINE))
+    missing = [
+        key for key in leaves(values)
+        if key not in listed and not any(key.startswith(f"{row}.") for row in listed)
+    ]  # fmt: skip
+    assert missing == []
