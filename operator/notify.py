@@ -24,13 +24,8 @@ from typing import Any
 import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
+from catalogsync.common.retry import RetryPolicy
 from catalogsync.common.summaries import MAINTAINER_OUTCOMES
 from catalogsync.operator.status import parse_time
 
@@ -205,14 +200,8 @@ class Notifier:
         """POST ``payload``, retrying transient failures; True when the receiver accepted it."""
         run = payload.get("run") or {}
         what = f"{run.get('namespace')}/{run.get('name')} {payload.get('event')}"
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(
-                multiplier=self._backoff, max=self._max_backoff, jitter=self._backoff
-            ),
-            retry=retry_if_exception_type(_Retryable),
-            reraise=True,
-        )
+        policy = RetryPolicy(self._attempts, self._backoff, self._max_backoff)
+        retrying = policy.retrying(_Retryable, f"webhook notice for {what}")
         try:
             async for attempt in retrying:
                 with attempt:

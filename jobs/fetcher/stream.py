@@ -20,12 +20,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
 from catalogsync.common.config import FetcherSettings, MedipimSettings
 from catalogsync.common.errors import PermanentError, TransientError
@@ -74,6 +68,11 @@ class StreamResult:
 
 Progress = Callable[[int, int, int | None, int], Awaitable[None]]
 """Called as (bytes, records, meta.total, attempt) while a stream arrives."""
+
+
+def _retry_after(error: BaseException) -> float:
+    """The wait MediPim asked for with the failure (429/503 ``Retry-After``), 0 for none."""
+    return error.retry_after if isinstance(error, SourceUnavailable) else 0.0
 
 
 def retry_after_seconds(value: str | None) -> float:
@@ -151,30 +150,12 @@ class StreamDownloader:
             timeout=httpx.Timeout(self.fetcher.read_timeout, connect=30.0),
         )
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        hint = error.retry_after if isinstance(error, SourceUnavailable) else 0.0
-        return max(self.retry.delay(state.attempt_number), hint)
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning(
-            "MediPim stream attempt %d of %d failed, fetching it again from the start in %.1fs: %s",
-            state.attempt_number,
-            self.retry.attempts,
-            wait,
-            error,
-        )
-
     async def download(self) -> StreamResult:
         """The complete stream, or the last attempt's error once the attempts are spent."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(TransientError),
-            before_sleep=self._before_sleep,
-            reraise=True,
+        retrying = self.retry.retrying(
+            TransientError,
+            "the MediPim stream (each attempt fetches it from the start)",
+            retry_after=_retry_after,
         )
         try:
             async with self._client() as client:

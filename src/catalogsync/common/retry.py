@@ -1,13 +1,15 @@
 """How the jobs wait between attempts: exponential backoff with jitter, bounded by a count.
 
 One policy object travels from the settings to every place that retries (the MediPim stream, the
-storage client), so tests can shorten every wait with two environment variables.
+storage client, the operator's webhook notices), so tests can shorten every wait with two
+environment variables.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import (
@@ -35,9 +37,24 @@ class RetryPolicy:
         return min(self.maximum, base + random.uniform(0, self.initial))
 
     def retrying(
-        self, retry_on: type[BaseException] | tuple[type[BaseException], ...], what: str
+        self,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...],
+        what: str,
+        *,
+        retry_after: Callable[[BaseException], float] | None = None,
     ) -> AsyncRetrying:
-        """A tenacity loop that re-raises the last error once the attempts are spent."""
+        """A tenacity loop that re-raises the last error once the attempts are spent.
+
+        ``retry_after`` reads the wait a failure asks for (a server's ``Retry-After``, seconds,
+        0 for none); the loop then waits at least that long, even beyond ``maximum``.
+        """
+
+        def wait(state: RetryCallState) -> float:
+            delay = self.delay(state.attempt_number)
+            error = state.outcome.exception() if state.outcome is not None else None
+            if retry_after is None or error is None:
+                return delay
+            return max(delay, retry_after(error))
 
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
@@ -54,7 +71,7 @@ class RetryPolicy:
 
         return AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
-            wait=lambda state: self.delay(state.attempt_number),
+            wait=wait,
             retry=retry_if_exception_type(retry_on),
             before_sleep=before_sleep,
             reraise=True,
