@@ -53,6 +53,8 @@ from catalogsync.operator.status import (
 
 SCHEDULER_SELECTOR = "app.kubernetes.io/part-of=catalogsync,app.kubernetes.io/component=scheduler"
 """The chart's CronJobs (templates/cronjob.yaml labels)."""
+OPERATOR_SELECTOR = "app.kubernetes.io/part-of=catalogsync,app.kubernetes.io/component=operator"
+"""The chart's operator Deployment."""
 DEFAULT_CATALOG = "medipim-au"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -214,6 +216,25 @@ def manual_job(cronjob: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def operator_problems(deployments: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What keeps the chart's operator from serving: none installed, or none available."""
+    if not deployments:
+        return ["no catalogsync operator Deployment here (was the chart installed?)"]
+    problems = []
+    for deployment in deployments:
+        name = _meta(deployment).get("name")
+        st = deployment.get("status") or {}
+        if int(st.get("availableReplicas") or 0) < 1:
+            why = "; ".join(
+                f"{c.get('type')}={c.get('status')}: {c.get('message', '')}"
+                for c in st.get("conditions") or []
+            )
+            problems.append(
+                f"Deployment {name} has no available operator pod ({why or 'starting'})"
+            )
+    return problems
+
+
 # -- the API
 
 
@@ -228,6 +249,7 @@ class Kube:
         self.custom: Any = k8s.CustomObjectsApi(client)
         self.batch: Any = k8s.BatchV1Api(client)
         self.core: Any = k8s.CoreV1Api(client)
+        self.apps: Any = k8s.AppsV1Api(client)
 
     def plain(self, obj: Any) -> Any:
         return self.client.sanitize_for_serialization(obj)
@@ -450,6 +472,31 @@ async def logs(
     return 0
 
 
+async def check(kube: Kube, namespace: str, console: Console) -> int:
+    """The chart's health: the CRD is served, the operator is available, runs can be listed."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    problems: list[str] = []
+    try:
+        await kube.custom.get_api_resources(GROUP, VERSION)
+        console.print(f"ok: the API server serves {PLURAL}.{GROUP}/{VERSION}")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        problems.append(f"the CatalogSync CRD is not installed ({PLURAL}.{GROUP} is not served)")
+    found = await kube.apps.list_namespaced_deployment(namespace, label_selector=OPERATOR_SELECTOR)
+    operator = operator_problems(kube.plain(found).get("items") or [])
+    problems += operator
+    if not operator:
+        console.print(f"ok: the operator is available in {namespace}")
+    if not problems:
+        runs = await kube.runs(namespace)
+        console.print(f"ok: {len(runs)} CatalogSync run(s) in {namespace}")
+    for problem in problems:
+        console.print(f"problem: {problem}")
+    return EXIT_FAILED if problems else 0
+
+
 # -- the command line
 
 
@@ -470,6 +517,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
     stop = commands.add_parser("cancel", help="cancel a run (spec.cancel)")
     stop.add_argument("run")
+    commands.add_parser("check", help="the CRD is served and the operator is available")
     log = commands.add_parser("logs", help="the logs of a run's pods")
     log.add_argument("run")
     log.add_argument("--stage", choices=("fetcher", "maintainer"))
@@ -518,6 +566,8 @@ async def _main(args: argparse.Namespace, console: Console) -> int:
                 return await wait(
                     kube, run_namespace, name, console, within=args.timeout, interval=args.interval
                 )
+            if args.command == "check":
+                return await check(kube, namespace, console)
             if args.command == "cancel":
                 return await cancel(kube, namespace, args.run, console)
             return await logs(

@@ -82,9 +82,13 @@ class Helm:
         *,
         namespace: str = "catalogsync",
         release: str = "cs",
+        tests: bool = False,
     ) -> str:
-        """``helm template`` of the chart; ``values`` go in as one values file."""
+        """``helm template`` of the chart; ``values`` go in as one values file. The ``helm test``
+        hook's objects are left out unless ``tests``: ``helm install`` does not create them."""
         args = ["template", release, str(CHART), "--namespace", namespace]
+        if not tests:
+            args.append("--skip-tests")
         if not values:
             return self.run(*args).stdout
         return self.run(*args, "--values", "-", input=yaml.safe_dump(dict(values))).stdout

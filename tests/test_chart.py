@@ -619,3 +619,26 @@ def test_chart_readme_lists_every_value_and_is_generated() -> None:
         if key not in listed and not any(key.startswith(f"{row}.") for row in listed)
     ]  # fmt: skip
     assert missing == []
+
+
+def test_helm_test_hook_checks_the_crd_and_the_operator_with_read_only_rights(
+    helm: Helm,
+) -> None:
+    hooks = [
+        m
+        for m in helm.template(namespace="sync", tests=True)
+        if (m["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"
+    ]
+    assert sorted(m["kind"] for m in hooks) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    pod = one(hooks, "Pod")
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["kubectl-catalogsync"]
+    assert container["args"] == ["-n", "sync", "check"]
+    assert pod["spec"]["serviceAccountName"] == "cs-catalogsync-test"
+    assert rules(one(hooks, "Role")) == {
+        ("apps", "deployments", "list"),
+        ("catalogsync.io", "catalogsyncs", "list"),
+    }
+    assert not [m for m in helm.template(namespace="sync") if m["kind"] == "Pod"]
+    off = helm.template({"tests": {"enabled": False}}, namespace="sync", tests=True)
+    assert not [m for m in off if m["kind"] == "Pod"]

@@ -414,3 +414,20 @@ def test_openshift_values_leave_the_uid_to_the_platform_and_stay_restricted(
         pod = job["spec"]["template"]["spec"]
         assert "runAsUser" not in pod["securityContext"]
         dry_run(kubectl, json.dumps(job))
+
+
+def test_the_helm_test_check_sees_the_crd_and_misses_the_operator(
+    helm: Helm, kubectl: Kubectl, restricted: str
+) -> None:
+    """``kubectl-catalogsync check`` (the helm test hook's command) on the real API server; the
+    operator Deployment is left out of ``installed``, so the check must fail and say so."""
+    installed(helm, kubectl, restricted)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "CATALOGSYNC_"))}
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("kubectl-catalogsync")),
+         f"--kubeconfig={kubectl.kubeconfig}", "-n", restricted, "check"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ok: the API server serves catalogsyncs.catalogsync.io/v1alpha1" in result.stdout
+    assert "no catalogsync operator Deployment here" in result.stdout

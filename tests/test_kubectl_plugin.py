@@ -11,6 +11,7 @@ from catalogsync.operator.kubectl_plugin import (
     creator_settings,
     manual_job,
     next_firing,
+    operator_problems,
     summarize,
 )
 from tests.operator_objects import cr
@@ -87,3 +88,18 @@ def test_run_makes_the_job_kubectl_create_job_from_cronjob_would() -> None:
     assert firing.trigger == "manual"
     assert firing.schedule == "cs-catalogsync"
     assert run_name("nightly", firing).startswith("nightly-manual-20260501-1200-")
+
+
+def test_check_names_a_missing_or_unavailable_operator() -> None:
+    assert operator_problems([]) == [
+        "no catalogsync operator Deployment here (was the chart installed?)"
+    ]
+    down = {
+        "metadata": {"name": "cs-catalogsync-operator"},
+        "status": {"conditions": [{"type": "Available", "status": "False", "message": "no"}]},
+    }
+    (problem,) = operator_problems([down])
+    assert "cs-catalogsync-operator has no available operator pod (Available=False: no)" in problem
+    assert (
+        operator_problems([{"metadata": {"name": "x"}, "status": {"availableReplicas": 1}}]) == []
+    )
