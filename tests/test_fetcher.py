@@ -432,6 +432,31 @@ async def test_empty_catalog_keeps_a_full_latest_unless_told(fetch: Fetch, targe
     assert latest.size == 0
 
 
+async def test_a_much_smaller_catalog_is_stored_but_not_published_unless_allowed(
+    fetch: Fetch, target: Target, medipim_catalog: Catalog
+) -> None:
+    """25,421 -> 2,000 products is a wrong filter or a key that lost scope far more often than a
+    catalog that shrank: the run's object is kept for a look, ``latest.ndjson`` is not touched."""
+    before = await publish_previous(fetch, target)
+    few = orjson.dumps({"id": medipim_catalog.ids("active")[:5]}).decode()
+    refused = await fetch(MEDIPIM_FILTER=few, SYNC_RUN_ID="few")
+    assert refused.code == 3, refused.log[-2000:]
+    assert refused.message["reason"] == "CatalogShrunk"
+    assert "5 products" in refused.message["message"]
+    assert "FETCHER_ALLOW_SHRINK" in refused.message["message"]
+    assert await target.info(target.latest) == before
+    stored = await target.info(target.run_key("few"))
+    assert stored is not None
+    assert stored.metadata["records"] == "5"
+
+    allowed = await fetch(MEDIPIM_FILTER=few, SYNC_RUN_ID="few", FETCHER_ALLOW_SHRINK="true")
+    assert_ok(allowed)
+    assert allowed.message["published"] is True
+    latest = await target.info(target.latest)
+    assert latest is not None
+    assert latest.metadata["records"] == "5"
+
+
 # --- storage failures -------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from catalogsync.fetcher.validate import (
     StreamAccount,
     StreamErrorLine,
     empty_catalog_action,
+    shrink_problem,
 )
 
 
@@ -206,3 +207,23 @@ def test_retry_after_forms() -> None:
 
 def test_user_agent_is_descriptive() -> None:
     assert re.fullmatch(r"catalogsync/\S+ \(\+https://\S+\)", user_agent())
+
+
+@pytest.mark.parametrize(
+    ("published", "records", "refused"),
+    [
+        (25_421, 2_000, True),
+        (1_000, 899, True),
+        (1_000, 900, False),
+        (1_000, 1_200, False),
+        (None, 5, False),
+        (0, 5, False),
+    ],
+)
+def test_a_catalog_much_smaller_than_the_published_one_is_refused(
+    published: int | None, records: int, refused: bool
+) -> None:
+    problem = shrink_problem(published, records, max_fraction=0.1)
+    assert (problem is not None) == refused
+    if problem is not None:
+        assert f"{records} products" in problem

@@ -144,6 +144,7 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
                 run.run_id,
                 result,
                 publish_empty=fetcher.publish_empty,
+                max_shrink=None if fetcher.allow_shrink else fetcher.max_shrink_fraction,
                 progress=progress.uploading,
                 source={"mode": window.mode, "fetchedAt": str(requested_at)},
             )

@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from catalogsync.common.config import StorageSettings
-from catalogsync.common.storage import Storage, UploadProgress
+from catalogsync.common.errors import InvalidDataError
+from catalogsync.common.reasons import Reason
+from catalogsync.common.storage import ObjectInfo, Storage, UploadProgress
 from catalogsync.fetcher.stream import StreamResult
-from catalogsync.fetcher.validate import empty_catalog_action
+from catalogsync.fetcher.validate import empty_catalog_action, shrink_problem
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,19 @@ def catalog_metadata(
     }
 
 
+def refuse_shrink(latest: ObjectInfo | None, records: int, max_shrink: float, run_key: str) -> None:
+    """Raise ``CatalogShrunk`` when ``records`` is far below what ``latest`` holds."""
+    raw = latest.metadata.get("records", "") if latest is not None else ""
+    problem = shrink_problem(int(raw) if raw.isdigit() else None, records, max_fraction=max_shrink)
+    if problem is not None:
+        raise InvalidDataError(
+            f"{problem}: stored as {run_key} but not published as {latest.key if latest else ''}; "
+            "check spec.source.filter and the MediPim key's catalog scope, or publish it by "
+            "setting FETCHER_ALLOW_SHRINK=true for this run (spec.fetcher.env)",
+            reason=Reason.CatalogShrunk,
+        )
+
+
 async def store_catalog(
     storage: Storage,
     settings: StorageSettings,
@@ -39,6 +54,7 @@ async def store_catalog(
     result: StreamResult,
     *,
     publish_empty: bool,
+    max_shrink: float | None = None,
     progress: UploadProgress | None = None,
     source: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -50,6 +66,9 @@ async def store_catalog(
     An empty catalog (a 204) is still stored as the run's object, so the run's maintainer finds
     zero products rather than no object, but it replaces a non-empty ``latest.ndjson`` only when
     ``FETCHER_PUBLISH_EMPTY`` says so.
+
+    A catalog more than ``max_shrink`` smaller than the published one (by the ``records`` of its
+    metadata) is stored and refused with ``CatalogShrunk``; ``None`` publishes it anyway.
     """
     run_key = settings.run_key(run_id)
     latest_key = settings.latest_key
@@ -68,6 +87,8 @@ async def store_catalog(
                 latest.size if latest else 0,
             )
             return {"object": run_key, "latest": None, "published": False}
+    elif max_shrink is not None:
+        refuse_shrink(await storage.info(latest_key), result.records, max_shrink, run_key)
     await storage.publish(run_key, latest_key, metadata=metadata)
     log.info("published %s as %s (%d products)", run_key, latest_key, result.records)
     return {"object": run_key, "latest": latest_key, "published": True}

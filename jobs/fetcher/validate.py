@@ -160,3 +160,20 @@ def empty_catalog_action(latest: ObjectInfo | None, publish_empty: bool) -> Empt
     if publish_empty or latest is None or latest.size == 0:
         return "publish"
     return "keep"
+
+
+def shrink_problem(published: int | None, records: int, *, max_fraction: float) -> str | None:
+    """Why a complete catalog of ``records`` products must not replace one of ``published``.
+
+    A catalog that lost more than ``max_fraction`` of its products since the last one is far more
+    often a changed filter, a key that lost part of its scope or a MediPim incident than a real
+    shrink: publishing it would make every reader of ``latest.ndjson`` see the smaller catalog.
+    ``None`` when it may be published (a first catalog, or one that did not shrink that much).
+    """
+    if not published or records >= published * (1 - max_fraction):
+        return None
+    return (
+        f"the catalog has {records} products, {1 - records / published:.1%} fewer than the "
+        f"{published} of the published one (more than FETCHER_MAX_SHRINK_FRACTION "
+        f"{max_fraction:.0%})"
+    )

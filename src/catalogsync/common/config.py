@@ -142,6 +142,11 @@ class FetcherSettings(_Settings):
     """Seconds before the first retry; doubled after each failure, plus jitter."""
     backoff_max: float = Field(60.0, alias="FETCHER_BACKOFF_MAX", ge=0)
     publish_empty: bool = Field(False, alias="FETCHER_PUBLISH_EMPTY")
+    max_shrink_fraction: float = Field(0.1, alias="FETCHER_MAX_SHRINK_FRACTION", ge=0, le=1)
+    """A catalog with more than this fraction fewer products than ``latest.ndjson`` is stored
+    but not published."""
+    allow_shrink: bool = Field(False, alias="FETCHER_ALLOW_SHRINK")
+    """Publish such a catalog anyway (one deliberate run)."""
     mode: Literal["Full", "Incremental"] = Field("Full", alias="FETCHER_MODE")
     """``Incremental`` fetches what changed since the database's watermark (DATABASE_*)."""
     incremental_overlap: int = Field(3600, alias="FETCHER_INCREMENTAL_OVERLAP", ge=0)

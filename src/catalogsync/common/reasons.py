@@ -44,6 +44,7 @@ class Reason(StrEnum):
 
     # The data and the database
     InvalidData = "InvalidData"
+    CatalogShrunk = "CatalogShrunk"
     TooManyInvalidLines = "TooManyInvalidLines"
     TooManyDeletes = "TooManyDeletes"
     TableLocked = "TableLocked"
