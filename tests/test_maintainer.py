@@ -317,6 +317,28 @@ async def test_delete_missing_needs_the_whole_index_sequence(
     assert all(row["deleted_at"] is None for row in (await rows(pg_dsn)).values())
 
 
+async def test_deletions_are_bounded_over_recent_runs_too(pg_dsn: str, tmp_path: Path) -> None:
+    """Two runs of 4.9 % each must not delete 9.6 %: the limit also holds against the largest
+    live count of the recent complete runs, until a run is allowed a larger fraction."""
+    products = catalog(1000)
+
+    async def sync(run_id: str, count: int, **options: Any) -> dict[str, Any]:
+        path = data.write(tmp_path / f"{run_id}.ndjson", products[:count])
+        return await run(pg_dsn, path, run_id, delete_missing=True, **options)
+
+    assert (await sync("day0", 1000))["deleted"] == 0
+    assert (await sync("day1", 951))["deleted"] == 49  # 4.9 %
+    with pytest.raises(TooManyDeletes) as caught:
+        await sync("day2", 904)  # 4.9 % of 951, but 9.6 % of the 1000 of day 0
+    message = str(caught.value)
+    assert "1000" in message
+    assert "904" in message
+    live = [row for row in (await rows(pg_dsn)).values() if row["deleted_at"] is None]
+    assert len(live) == 951
+    assert (await sync("day2-allowed", 904, max_delete_fraction=0.1))["deleted"] == 47
+    assert (await sync("day3", 880))["deleted"] == 24  # measured from the allowed run on
+
+
 async def test_delete_missing_refuses_beyond_threshold(pg_dsn: str, tmp_path: Path) -> None:
     products = catalog(400)
     await run(pg_dsn, data.write(tmp_path / "full.ndjson", products), "full")

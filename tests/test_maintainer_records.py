@@ -9,7 +9,12 @@ import orjson
 import pytest
 
 from catalogsync.maintainer.chunks import IndexSequence, RawChunk, plan, prepare, split_chunks
-from catalogsync.maintainer.deletes import TooManyDeletes, check_fraction, withheld_because
+from catalogsync.maintainer.deletes import (
+    TooManyDeletes,
+    check_fraction,
+    check_window,
+    withheld_because,
+)
 from catalogsync.maintainer.records import COLUMNS, InvalidLine, scan, to_row
 from tests import maintainer_data as data
 
@@ -247,3 +252,11 @@ def test_a_catalog_is_complete_only_with_every_index_in_order() -> None:
     assert unreadable.incomplete_because() is None
     repeated = feed(IndexSequence(), (0, 4), (1, 4), (1, 4)).problem
     assert "line 3 has meta.index 1 where 2 was due" in str(repeated)
+
+
+def test_the_window_bounds_what_is_left_against_its_largest_live_count() -> None:
+    check_window(47, 951, None, 0.05)  # no recent complete run: the per-run limit only
+    check_window(40, 1000, 1000, 0.05)
+    check_window(10, 1010, 1000, 0.05)  # grown since
+    with pytest.raises(TooManyDeletes, match="904 of the 1000"):
+        check_window(47, 951, 1000, 0.05)

@@ -60,6 +60,73 @@ def check_fraction(missing: int, live: int, max_fraction: float) -> None:
         )
 
 
+WINDOW_DAYS = 7
+"""How far back the deletion window reaches: a week of nightly runs."""
+
+
+def check_window(missing: int, live: int, baseline: int | None, max_fraction: float) -> None:
+    """Refuse when, after this run, fewer than ``1 - max_fraction`` of ``baseline`` would be left.
+
+    ``baseline`` is the largest live count the recent runs left (see :func:`window_baseline`):
+    two runs of 4.9 % each would otherwise delete 9.6 % under a 5 % limit.
+    """
+    left = live - missing
+    if missing and baseline and baseline - left > max_fraction * baseline:
+        raise TooManyDeletes(
+            f"refusing to soft-delete {missing} of {live} live products: {left} of the {baseline} "
+            f"that a run of the last {WINDOW_DAYS} days left would remain "
+            f"({(baseline - left) / baseline:.1%} gone > maxDeleteFraction {max_fraction:.1%} "
+            "over the window); check the fetched object, or raise "
+            "spec.maintainer.maxDeleteFraction (MAINTAINER_MAX_DELETE_FRACTION) for one run if "
+            "this is real (later runs then measure from it)"
+        )
+
+
+async def window_baseline(
+    conn: asyncpg.Connection, tables: Tables, max_fraction: float
+) -> int | None:
+    """The largest live count that a succeeded deleting run of the last ``WINDOW_DAYS`` left.
+
+    Runs before the latest one that was allowed a larger fraction do not count: that run's
+    deletion was deliberate, and what it left is the new measure. A dry run may meet a runs table
+    that has not had migration 007 yet: no window then.
+    """
+    recorded = await conn.fetchval(
+        """SELECT true FROM pg_attribute
+           WHERE attrelid = to_regclass($1) AND attname = 'live_after' AND NOT attisdropped""",
+        tables.runs,
+    )
+    if not recorded:
+        return None
+    found: int | None = await conn.fetchval(
+        f"""SELECT max(r.live_after) FROM {tables.runs} r
+            WHERE r.table_name = $1 AND r.status = 'succeeded' AND r.live_after IS NOT NULL
+              AND r.finished_at > now() - make_interval(days => $2)
+              AND r.finished_at >= coalesce((
+                  SELECT max(o.finished_at) FROM {tables.runs} o
+                  WHERE o.table_name = $1 AND o.status = 'succeeded'
+                    AND o.max_delete_fraction > $3), '-infinity')""",
+        tables.qualified,
+        WINDOW_DAYS,
+        max_fraction,
+    )
+    return found
+
+
+async def record_live(
+    conn: asyncpg.Connection, tables: Tables, run_id: str, live_after: int, max_fraction: float
+) -> None:
+    """What this run left, for the window of the runs after it; call in the run's last step."""
+    await conn.execute(
+        f"""UPDATE {tables.runs} SET live_after = $3, max_delete_fraction = $4
+            WHERE table_name = $1 AND run_id = $2""",
+        tables.qualified,
+        run_id,
+        live_after,
+        max_fraction,
+    )
+
+
 async def delete_missing(
     conn: asyncpg.Connection,
     tables: Tables,
@@ -70,11 +137,14 @@ async def delete_missing(
     now: datetime,
     upgraded: bool = True,
     feed: Feed | None = None,
+    run_id: str | None = None,
 ) -> int:
     """Soft-delete the live products not in ``seen``; call inside a transaction.
 
     Returns how many were (or, in a dry run, would be) deleted. A table not ``upgraded`` yet
-    (only a dry run sees one) has no ``deleted_at``: all its rows are live.
+    (only a dry run sees one) has no ``deleted_at``: all its rows are live. Both limits apply:
+    ``max_fraction`` of the live products, and of the window's baseline (:func:`check_window`);
+    a run that deletes records what it left on the row of ``run_id``.
     """
     is_live = "t.deleted_at IS NULL" if upgraded else "true"
     await conn.execute(f"CREATE TEMP TABLE {SEEN} (id text PRIMARY KEY) ON COMMIT DROP")
@@ -89,6 +159,10 @@ async def delete_missing(
     assert counts is not None
     missing, live = int(counts["missing"]), int(counts["live"])
     check_fraction(missing, live, max_fraction)
+    if upgraded:
+        check_window(missing, live, await window_baseline(conn, tables, max_fraction), max_fraction)
+    if run_id is not None and not dry_run:
+        await record_live(conn, tables, run_id, live - missing, max_fraction)
     if missing and feed is not None:
         await changes.record_deleted(conn, tables, feed.run_id, dry_run, SEEN)
     if missing and not dry_run:

@@ -238,6 +238,7 @@ class Run:
                     now=datetime.now(UTC),
                     upgraded=self.upgraded,
                     feed=Feed(opts.run_id) if self.feed else None,
+                    run_id=opts.run_id,
                 )
             if self.feed:
                 await feed.prune(
