@@ -642,3 +642,31 @@ def test_helm_test_hook_checks_the_crd_and_the_operator_with_read_only_rights(
     assert not [m for m in helm.template(namespace="sync") if m["kind"] == "Pod"]
     off = helm.template({"tests": {"enabled": False}}, namespace="sync", tests=True)
     assert not [m for m in off if m["kind"] == "Pod"]
+
+
+def test_security_contexts_merge_per_component_and_extra_volumes_reach_the_operator(
+    helm: Helm,
+) -> None:
+    volume = {"name": "ca", "configMap": {"name": "corporate-ca"}}
+    mount = {"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}
+    values = {
+        "operator": {
+            "podSecurityContext": {"fsGroupChangePolicy": "OnRootMismatch"},
+            "securityContext": {"runAsUser": 20000},
+            "extraVolumes": [volume],
+            "extraVolumeMounts": [mount],
+        },
+        "schedule": {"podSecurityContext": {"supplementalGroups": [5000]}},
+    }
+    manifests = helm.template(values)
+    pod = one(manifests, "Deployment", "-operator")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert pod["securityContext"]["runAsNonRoot"] is True, "the restricted defaults stay"
+    (container,) = pod["containers"]
+    assert container["securityContext"]["runAsUser"] == 20000
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert volume in pod["volumes"]
+    assert mount in container["volumeMounts"]
+    cronjob = one(manifests, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cronjob["securityContext"]["supplementalGroups"] == [5000]
+    assert cronjob["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
