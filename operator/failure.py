@@ -2,7 +2,7 @@
 
 A Job's own condition only says *that* it gave up (``BackoffLimitExceeded``, ``DeadlineExceeded``,
 ``PodFailurePolicy``). The real cause is in the pods: the kubelet's ``OOMKilled``, the exit code,
-and the job's termination message (a JSON summary written by ``common/jobs.py``). The most
+and the job's termination message (a JSON summary written by ``common/entrypoint.py``). The most
 specific of these wins, so ``status.failure`` tells the reader what to change.
 """
 

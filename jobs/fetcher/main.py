@@ -24,8 +24,8 @@ from catalogsync.common.config import (
     StorageSettings,
     load,
 )
+from catalogsync.common.entrypoint import run_job
 from catalogsync.common.errors import PermanentError
-from catalogsync.common.jobs import run_job
 from catalogsync.common.progress import Reporters, Snapshot, reporters_for
 from catalogsync.common.retry import RetryPolicy
 from catalogsync.common.storage import open_storage

@@ -22,8 +22,8 @@ from catalogsync.common.config import (
     StorageSettings,
     load,
 )
+from catalogsync.common.entrypoint import run_job
 from catalogsync.common.errors import PermanentError
-from catalogsync.common.jobs import run_job
 from catalogsync.common.progress import reporters_for
 from catalogsync.common.storage import ObjectInfo, open_storage
 from catalogsync.common.storage.local import file_etag
