@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import kopf
 
-from catalogsync.common.kube import GROUP, PLURAL, VERSION
+from catalogsync.common.kube import GROUP, PLURAL, VERSION, kubeconfig_path
 from catalogsync.operator.decide import is_running
 from catalogsync.operator.jobs import MANAGED_BY, MANAGER, RUN_LABEL
 from catalogsync.operator.runtime import Runtime
@@ -59,8 +58,9 @@ def register(
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """The same precedence as ``common.kube.api_client``: KUBECONFIG, then in-cluster."""
-        if os.environ.get("KUBECONFIG"):
+        """The same precedence as ``common.kube.api_client``: KUBECONFIG, in-cluster, then
+        ``~/.kube/config``."""
+        if kubeconfig_path() is not None:
             return kopf.login_with_kubeconfig(**kwargs)
         return kopf.login_with_service_account(**kwargs)
 

@@ -14,9 +14,10 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from catalogsync.common import redact
 from catalogsync.common.config import load
 from catalogsync.common.errors import ExitCode, SyncError
-from catalogsync.common.kube import GROUP, VERSION, api_client
+from catalogsync.common.kube import GROUP, VERSION, api_client, api_unreachable
 from catalogsync.common.logs import LogFormat, setup_logging
 from catalogsync.operator import metrics
 from catalogsync.operator.notify import Notifier, WebhookSettings
@@ -77,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def crd_served(group: str = GROUP, version: str = VERSION) -> bool:
     """Whether the API server serves CatalogSyncs (discovery is open to every identity)."""
+    import aiohttp
     from kubernetes_asyncio.client import ApiException, CustomObjectsApi
 
     async with await api_client() as client:
@@ -86,6 +88,8 @@ async def crd_served(group: str = GROUP, version: str = VERSION) -> bool:
             if exc.status == 404:
                 return False
             raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise api_unreachable(client.configuration.host, exc) from None
     return True
 
 
@@ -127,6 +131,7 @@ async def serve(
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
+    redact.register_environment()
     try:
         settings = load(OperatorSettings)
     except SyncError as exc:
@@ -146,7 +151,12 @@ def main(argv: Sequence[str]) -> int:
         "operator starting",
         extra={"namespaces": "*" if clusterwide else ",".join(namespaces), "image": settings.image},
     )
-    if not clusterwide and not asyncio.run(crd_served()):
+    try:
+        served = asyncio.run(crd_served())
+    except SyncError as exc:
+        log.error("%s", exc, extra={"reason": exc.reason})
+        return int(exc.exit_code)
+    if not clusterwide and not served:
         # Namespaced, the operator cannot watch for the CRD to appear (that needs cluster-wide
         # RBAC), so it would never notice it later: exit and let the Deployment restart it.
         log.error(

@@ -25,6 +25,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from catalogsync.common import redact
 from catalogsync.common.retry import RetryPolicy
 from catalogsync.common.summaries import MAINTAINER_OUTCOMES
 from catalogsync.operator.status import parse_time
@@ -228,12 +229,13 @@ class Notifier:
             ) from None
         if not url:
             raise _Rejected(f"the webhook URL file {self._url_file} is empty")
+        redact.register(url)
         return url
 
     async def _post(self, payload: Mapping[str, Any]) -> None:
         url = self._current_url()
         try:
-            response = await self._client.post(url, json=payload)
+            response = await self._client.post(url, json=redact.value(payload))
         except httpx.TransportError as exc:
             # The exception text may quote the URL (and its token): name only the failure's kind.
             raise _Retryable(type(exc).__name__) from None

@@ -15,6 +15,8 @@ to the API server.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import logging
 import socket
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from catalogsync.common import redact
 from catalogsync.common.kube import API_VERSION, GROUP, KIND
 from catalogsync.operator import credentials, history
 from catalogsync.operator.cluster import Cluster, JobRejected
@@ -61,6 +64,14 @@ def utcnow() -> dt.datetime:
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     owners = obj.get("metadata", {}).get("ownerReferences") or []
     return any(owner.get("uid") == uid for owner in owners)
+
+
+def _decoded(data: Any) -> str | None:
+    """A Secret value as text, so that :mod:`redact` masks it (None if it is not text)."""
+    try:
+        return base64.b64decode(str(data), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 class Reconciler:
@@ -133,10 +144,13 @@ class Reconciler:
 
     async def read_secrets(self, namespace: str, names: Iterable[str]) -> dict[str, Any]:
         """``name -> data`` (None when absent). Values stay base64 and go nowhere but the check."""
-        return {
+        found = {
             name: await self.cluster.read_secret_data(namespace, name)
             for name in dict.fromkeys(names)
         }
+        for data in found.values():
+            redact.register(*map(_decoded, (data or {}).values()))
+        return found
 
     # -- reconcile
 
@@ -201,7 +215,7 @@ class Reconciler:
         for name in decision.delete:
             await self.cluster.delete_job(run.namespace, name, uids.get(name))
         current = body.get("status") or {}
-        patch = changed(current, decision.status)
+        patch = changed(current, redact.value(decision.status))
         # An empty patch still checks the uid before the events and the notice go out.
         wanted = bool(patch or decision.events or decision.finished)
         if wanted and not await self.cluster.patch_run_status(
@@ -273,7 +287,7 @@ class Reconciler:
                 "uid": metadata["uid"],
             },
             "reason": reason,
-            "message": one_line(message, 1024),
+            "message": one_line(redact.text(message), 1024),
             "type": type_,
             "source": {"component": COMPONENT},
             "reportingComponent": f"{GROUP}/operator",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+SHELL_TRAPS = {
+    "DATABASE_URL": "postgresql://prod:Pr0dPass@127.0.0.1:1/prod",
+    "STORAGE_URL": "http://127.0.0.1:1/storage/v1",
+    "MEDIPIM_URL": "http://127.0.0.1:1",
+}
+"""A shell that names other services (closed loopback ports): the demo must not use them."""
+
+
 def demo(data_dir: Path, *args: str) -> str:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MEDIPIM_URL", "STORAGE_URL", "DATABASE_URL")
-    }
+    env = {**os.environ, **SHELL_TRAPS}
     result = subprocess.run(
         [
             sys.executable,
@@ -65,3 +71,44 @@ def test_demo_syncs_then_skips_then_applies_a_new_version(tmp_path: Path) -> Non
     assert changed["inserted"] > 0
     assert changed["deleted"] > 0
     assert changed["skipped"] > changed["updated"]
+
+
+def test_demo_ignores_the_shell_and_a_dry_run_stores_nothing(tmp_path: Path) -> None:
+    first = demo(tmp_path)
+    assert "127.0.0.1:1" not in first
+    assert "reading products from the MediPim simulator at http://127.0.0.1:" in first
+    latest = tmp_path / "small" / "storage" / "medipim-raw" / "latest.ndjson"
+    before = latest.stat()
+    runs = sorted((latest.parent / "runs").iterdir())
+    dry = demo(tmp_path, "--dry-run", "--version", "2")
+    assert "temporary store" in dry
+    assert counts(dry)["updated"] > 0  # it counted the changes of version 2 ...
+    after = latest.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted((latest.parent / "runs").iterdir()) == runs  # ... and stored nothing
+    again = counts(demo(tmp_path))
+    assert again["updated"] == again["inserted"] == 0  # nor wrote a product
+
+
+def test_ctrl_c_ends_the_demo_without_a_traceback(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "catalogsync", "demo", "--data-dir", str(tmp_path)],
+        env={**os.environ, **SHELL_TRAPS, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a terminal's Ctrl-C reaches the whole process group
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("state: "):  # the servers are up and the fetch is starting
+            break
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGINT)
+    rest, _ = process.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert process.returncode == 130, output
+    assert "Traceback" not in output, output
+    assert "interrupted" in output

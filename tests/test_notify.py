@@ -282,3 +282,24 @@ async def test_the_url_file_is_read_at_every_notice(
     finally:
         await notifier.aclose()
     assert len(rec.received) == 1
+
+
+async def test_the_webhook_payload_is_redacted(receiver: StartReceiver) -> None:
+    rec = await receiver([200])
+    notifier = fast(rec.url)
+    leaky = {
+        **FAILED,
+        "status": {
+            **FAILED["status"],
+            "failure": {
+                **FAILED["status"]["failure"],
+                "message": "cannot reach postgresql://sync:Hook#Pass99@127.0.0.1:1/db",
+            },
+        },
+    }
+    try:
+        assert await notifier.send(build_payload(leaky)) is True
+    finally:
+        await notifier.aclose()
+    assert "Hook#Pass99" not in repr(rec.received)
+    assert "sync:***@127.0.0.1:1/db" in repr(rec.received)

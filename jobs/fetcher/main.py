@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -22,6 +23,7 @@ from catalogsync.common.config import (
     MedipimSettings,
     RunSettings,
     StorageSettings,
+    help_epilog,
     load,
 )
 from catalogsync.common.entrypoint import run_job
@@ -38,13 +40,18 @@ log = logging.getLogger(__name__)
 STAGE = "fetcher"
 
 
+DOWNLOADED = "products downloaded"
+UPLOADED = "bytes uploaded"
+"""Progress units; a bar's label names the one it counts."""
+
+
 class FetchProgress:
     """Turns download and upload callbacks into snapshots with the status field names."""
 
     def __init__(self, reporter: Reporters) -> None:
         self.reporter = reporter
         self.counts: dict[str, Any] = {"bytes": 0, "records": 0, "downloads": 0}
-        self._snapshot = Snapshot(STAGE, 0, None, "records", dict(self.counts))
+        self._snapshot = Snapshot(STAGE, 0, None, DOWNLOADED, dict(self.counts))
 
     async def downloading(
         self, received: int, records: int, total: int | None, attempt: int
@@ -52,17 +59,21 @@ class FetchProgress:
         self.counts.update(bytes=received, records=records, downloads=attempt)
         if total is not None:
             self.counts["total"] = total
-        self._snapshot = Snapshot(STAGE, records, total, "records", dict(self.counts))
+        self._snapshot = Snapshot(STAGE, records, total, DOWNLOADED, dict(self.counts))
         await self.reporter.update(self._snapshot)
 
     async def uploading(self, sent: int, size: int) -> None:
-        self._snapshot = Snapshot(STAGE, sent, size, "bytes", dict(self.counts))
+        self._snapshot = Snapshot(STAGE, sent, size, UPLOADED, dict(self.counts))
         await self.reporter.update(self._snapshot)
 
     async def finish(self, summary: Mapping[str, Any]) -> None:
         kept = ("object", "sha256", "fullBecause")
         counts = {**self.counts, **{k: summary[k] for k in kept if k in summary}}
-        final = Snapshot(STAGE, self._snapshot.done, self._snapshot.total, "records", counts)
+        # The last word is the products fetched, whatever the upload's bytes said before.
+        records, total = self.counts["records"], self.counts.get("total")
+        final = Snapshot(
+            STAGE, records, total if total is not None else records, DOWNLOADED, counts
+        )
         await self.reporter.finish(final, summary)
 
 
@@ -83,22 +94,66 @@ def require_credentials(medipim: MedipimSettings) -> None:
         )
 
 
-@contextlib.contextmanager
-def scratch_file(directory: str | None, run_id: str) -> Iterator[Path]:
-    """A private file for the stream, removed afterwards whatever happens."""
+SCRATCH_PREFIX = "catalogsync-"
+SCRATCH_SUFFIX = ".ndjson"
+
+
+def _scratch_dir(directory: str | None) -> str:
     if directory is not None and not os.path.isdir(directory):
         raise PermanentError(
             f"FETCHER_SCRATCH_DIR {directory!r} is not a directory: mount a volume there "
             "(an emptyDir with room for the whole catalog)",
             reason="InvalidConfiguration",
         )
-    fd, name = tempfile.mkstemp(prefix=f"catalogsync-{run_id}-", suffix=".ndjson", dir=directory)
-    os.close(fd)
+    return directory or tempfile.gettempdir()
+
+
+def sweep_scratch(directory: str | None) -> list[Path]:
+    """Delete scratch files that no running fetch holds: what a SIGKILLed fetch left behind.
+
+    A fetch holds an exclusive ``flock`` on its scratch file for as long as it lives, and the
+    kernel drops it when the process dies however it dies, so a file whose lock can be taken is
+    abandoned. A concurrent fetch sharing the directory keeps its file.
+    """
+    removed = []
+    for path in Path(_scratch_dir(directory)).glob(f"{SCRATCH_PREFIX}*{SCRATCH_SUFFIX}"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live fetch holds it
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info(
+            "removed %d scratch file(s) an interrupted fetch left: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_file(directory: str | None, run_id: str) -> Iterator[Path]:
+    """A private file for the stream, locked while in use and removed afterwards whatever
+    happens (SIGTERM included); a SIGKILL leaves it to the next fetch's :func:`sweep_scratch`."""
+    fd, name = tempfile.mkstemp(
+        prefix=f"{SCRATCH_PREFIX}{run_id}-", suffix=SCRATCH_SUFFIX, dir=_scratch_dir(directory)
+    )
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield Path(name)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
+        os.close(fd)
 
 
 async def fetch(run: RunSettings) -> Mapping[str, Any]:
@@ -106,6 +161,7 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
     storage_settings = load(StorageSettings)
     fetcher = load(FetcherSettings)
     require_credentials(medipim)
+    sweep_scratch(fetcher.scratch_dir)
     retry = RetryPolicy(fetcher.max_attempts, fetcher.backoff_initial, fetcher.backoff_max)
     storage = open_storage(
         storage_settings, chunk_size=fetcher.chunk_size, retry=retry, timeout=fetcher.read_timeout
@@ -174,13 +230,14 @@ async def fetch(run: RunSettings) -> Mapping[str, Any]:
 def parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog="catalogsync fetch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Stream MediPim's product catalog (POST /v4/products/stream) to a scratch file, check "
             "that it is complete, upload it to <prefix>runs/<run>.ndjson and publish it as "
             "<prefix>latest.ndjson. Configured by environment variables (MEDIPIM_*, STORAGE_*, "
             "FETCHER_*, SYNC_*): see docs/configuration.md."
         ),
-        epilog="Exit codes: 0 done, 2 configuration or credentials, 3 invalid data, 1 retry later.",
+        epilog=help_epilog(MedipimSettings, StorageSettings, FetcherSettings, RunSettings),
     )
 
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
+
+import asyncpg
 
 from catalogsync.common.config import (
     DatabaseSettings,
     MaintainerSettings,
     RunSettings,
     StorageSettings,
+    help_epilog,
     load,
 )
 from catalogsync.common.entrypoint import run_job
@@ -35,7 +39,14 @@ READ_SIZE = 1 << 20
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="catalogsync maintain",
-        description="Apply a fetched MediPim catalog (NDJSON) to the PostgreSQL products table.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Apply a fetched MediPim catalog (NDJSON) to the PostgreSQL products table, chunk by "
+            "chunk, writing only changed products; a re-run resumes from the last committed "
+            "chunk. Configured by environment variables (DATABASE_*, MAINTAINER_*, STORAGE_*, "
+            "SYNC_*); the flags override them for a manual run."
+        ),
+        epilog=help_epilog(DatabaseSettings, MaintainerSettings, StorageSettings, RunSettings),
     )
     p.add_argument("--file", type=Path, help="read this local NDJSON file instead of storage")
     p.add_argument("--object", help="storage key to read (default: MAINTAINER_OBJECT or the run's)")
@@ -89,6 +100,20 @@ def file_info(path: Path) -> ObjectInfo | None:
     return ObjectInfo(key=f"file://{path}", size=stat.st_size, etag=file_etag(stat))
 
 
+@contextlib.contextmanager
+def privileges(database: DatabaseSettings) -> Iterator[None]:
+    """A missing privilege is configuration, not bad luck: name it and what to grant."""
+    try:
+        yield
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise PermanentError(
+            f"the database user of DATABASE_URL lacks a privilege on {database.target}: {exc}; "
+            f"grant it (for the schema of {database.table}: GRANT USAGE, CREATE ON SCHEMA ... TO "
+            "the user) or give a user that has it",
+            reason="InsufficientPrivilege",
+        ) from None
+
+
 async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, Any]:
     database = load(DatabaseSettings)
     overrides: dict[str, Any] = {}
@@ -123,7 +148,8 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
     if args.file is not None:
         path = args.file.resolve()
         opts = options(f"file://{path}", file_info(path))
-        return await maintain(database.url, file_source(path), opts, reporter)
+        with privileges(database):
+            return await maintain(database.url, file_source(path), opts, reporter)
 
     storage_settings = load(StorageSettings)
     key = args.object or settings.object or storage_settings.run_key(run_settings.run_id)
@@ -137,11 +163,12 @@ async def run(run_settings: RunSettings, args: argparse.Namespace) -> dict[str, 
                 reason="ObjectNotFound",
             )
         opts = options(key, info)
-        return await maintain(database.url, storage.stream(key), opts, reporter)
+        with privileges(database):
+            return await maintain(database.url, storage.stream(key), opts, reporter)
     finally:
         await storage.aclose()
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    return run_job(STAGE, lambda settings: run(settings, args))
+    return run_job(STAGE, lambda settings: run(settings, args), graceful=True)

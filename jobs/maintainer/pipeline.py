@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import asyncpg
 
+from catalogsync.common import stopping
 from catalogsync.common.errors import InvalidDataError
 from catalogsync.common.progress import Reporter, Snapshot
 from catalogsync.common.summaries import MAINTAINER_COUNTS, MaintainerCounts, MaintainerSummary
@@ -151,6 +152,8 @@ class Run:
         self.feed = False
         """Whether this run writes the change feed (a dry run only where its table exists)."""
         self.changes = 0
+        self.stopped = False
+        """Whether a stop request ended the run at a chunk boundary before the catalog's end."""
         self.slots = asyncio.Semaphore(1)
 
     async def _connect(self, role: str) -> asyncpg.Connection:
@@ -167,6 +170,8 @@ class Run:
                 return self._stored_summary(state.summary)
             try:
                 await self._apply_all(state.committed)
+                if self.stopped:
+                    await self._interrupted(control)
                 complete = self._complete()
                 self._check_invalid(self.progress.counts["processed"], [])
                 await self._finish(control, complete, started)
@@ -272,6 +277,26 @@ class Run:
             counts = self.progress.counts
             written = counts["inserted"] + counts["updated"] + self.progress.deleted
             await loader.analyze_if_grown(control, self.tables, written)
+
+    async def _interrupted(self, control: asyncpg.Connection) -> None:
+        """Every chunk handed out has committed: record that and raise with the counts so far."""
+        if not self.options.dry_run:
+            await runs.finish_run(
+                control,
+                self.tables,
+                self.options.run_id,
+                status="interrupted",
+                message=f"stopped by {stopping.requested()} at a chunk boundary",
+                total=self._total(),
+                timings=self.progress.timings,
+            )
+        chunks = self.progress.chunks_done
+        log.warning("run %s interrupted after %d committed chunks", self.options.run_id, chunks)
+        raise stopping.Interrupted(
+            f"stopped by {stopping.requested()} after {chunks} committed chunks "
+            f"({self.progress.counts['processed']} products); the next attempt resumes there",
+            summary=self.summary(False),
+        )
 
     async def _record_failure(self, control: asyncpg.Connection, exc: InvalidDataError) -> None:
         with contextlib.suppress(asyncpg.PostgresError, OSError):
@@ -390,7 +415,12 @@ class Run:
         chunks = split_chunks(self.source, self.chunk_size)
         while True:
             await self.slots.acquire()  # before reading: a chunk in hand is a chunk in memory
-            raw = await anext(chunks, None)
+            try:
+                raw = await stopping.unless_stopped(anext(chunks, None))
+            except stopping.StopRequested:  # a chunk boundary: what was handed out still commits
+                self.stopped = True
+                self.slots.release()
+                break
             if raw is None:
                 self.slots.release()
                 break

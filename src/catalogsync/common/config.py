@@ -9,7 +9,9 @@ the variable and says what it should look like.
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +28,7 @@ DEFAULT_SORTING: dict[str, Any] = {"id": "ASC"}
 DEFAULT_TABLE = "public.products"
 DEFAULT_BUCKET = "medipim-raw"
 LATEST_OBJECT = "latest.ndjson"
+HELP_POINTER = "`catalogsync <command> --help` lists them, docs/configuration.md describes each"
 
 
 def validate_table_name(value: str) -> str:
@@ -42,6 +45,82 @@ def validate_table_name(value: str) -> str:
             "at most 63 characters"
         )
     return value if len(parts) == 2 else f"public.{value}"
+
+
+PERCENT_ENCODE = (
+    "if the user name or password contains any of @ : / ? # [ ] % or a space, percent-encode "
+    "it (# as %23, @ as %40, : as %3A, / as %2F, % as %25)"
+)
+
+DSN_SCHEMES = ("postgresql", "postgres")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DSN_SHAPE = "postgresql://user:password@host:5432/dbname"
+
+
+def _dsn_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a PostgreSQL URL, in words that quote none of it.
+
+    The driver's own parser answers a ``#`` in the password with ``invalid literal for int() ...:
+    'S3cr'`` (a piece of the password) and an empty URL with the ``PG*`` environment, so the URL
+    is checked here first and only the parts that cannot be secret are ever named.
+    """
+    if not url.strip():
+        return (
+            f"is empty: set it to {DSN_SHAPE} (an empty value is refused rather than letting the "
+            "driver fall back to the PG* environment variables)"
+        )
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return f"is not a URL: write {DSN_SHAPE}; {PERCENT_ENCODE}"
+    if scheme not in DSN_SCHEMES:
+        named = f"{scheme!r} " if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,20}", scheme) else ""
+        return f"has scheme {named}but must start with postgresql:// ({DSN_SHAPE})"
+    parts = urlsplit(url)
+    if "#" in url:
+        return f"contains '#', which ends a URL: {PERCENT_ENCODE}"
+    hosts = parts.netloc.rpartition("@")[2]
+    for host_port in hosts.split(","):
+        port = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+        _, colon, number = port.rpartition(":") if ":" in port else ("", "", "")
+        if colon and not (number.isdigit() and 0 < int(number) < 65536):
+            return (
+                "has a port that is not a number from 1 to 65535 (or a password the parser "
+                f"mistook for one): {PERCENT_ENCODE}"
+            )
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "sslmode" and unquote(value) not in SSL_MODES:
+            return f"has an sslmode that is not one of {', '.join(SSL_MODES)}"
+    return None
+
+
+def validate_database_url(value: str) -> str:
+    if problem := _dsn_problem(value):
+        raise ValueError(f"DATABASE_URL {problem}")
+    return value
+
+
+def database_target(url: str) -> str:
+    """``host:port/dbname`` of a valid DATABASE_URL, for messages (no user, no password)."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    query = dict(parse_qsl(parts.query))
+    hosts = hosts or query.get("host", "") or "localhost"
+    if ":" not in hosts.rpartition("]")[2] and "port" in query:
+        hosts = f"{hosts}:{query['port']}"
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname", "")
+    return f"{hosts}/{database}" if database else hosts
+
+
+def validate_http_url(value: str, variable: str, example: str) -> str:
+    """An absolute ``http(s)://host`` URL, checked when the job starts rather than retried."""
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{variable} must be an http(s) URL such as {example}")
+    return value.strip()
 
 
 def _json_object(value: Any, what: str) -> dict[str, Any]:
@@ -77,7 +156,15 @@ class RunSettings(_Settings):
         "/dev/termination-log", alias="CATALOGSYNC_TERMINATION_MESSAGE_PATH"
     )
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="CATALOGSYNC_LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="CATALOGSYNC_LOG_LEVEL"
+    )
     progress_interval: float = Field(3.0, alias="CATALOGSYNC_PROGRESS_INTERVAL", gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 class MedipimSettings(_Settings):
@@ -90,6 +177,11 @@ class MedipimSettings(_Settings):
     )
     credentials_secret: str = Field("medipim-credentials", alias="MEDIPIM_CREDENTIALS_SECRET")
     """Only used to name the Secret in error messages; the values arrive as env vars."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return validate_http_url(value, "MEDIPIM_URL", DEFAULT_MEDIPIM_URL)
 
     @field_validator("filter", "sorting", mode="before")
     @classmethod
@@ -104,6 +196,13 @@ class StorageSettings(_Settings):
     prefix: str = Field("", alias="STORAGE_PREFIX")
     service_role_key: str = Field("", alias="STORAGE_SERVICE_ROLE_KEY", repr=False)
     credentials_secret: str = Field("supabase-storage", alias="STORAGE_CREDENTIALS_SECRET")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.startswith("file:"):
+            return value
+        return validate_http_url(value, "STORAGE_URL", "https://<ref>.supabase.co or file:///dir")
 
     @field_validator("prefix")
     @classmethod
@@ -125,10 +224,20 @@ class DatabaseSettings(_Settings):
     table: str = Field(DEFAULT_TABLE, alias="DATABASE_TABLE")
     credentials_secret: str = Field("catalog-database", alias="DATABASE_CREDENTIALS_SECRET")
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return validate_database_url(value)
+
     @field_validator("table")
     @classmethod
     def _table(cls, value: str) -> str:
         return validate_table_name(value)
+
+    @property
+    def target(self) -> str:
+        """Where the database is, for messages: ``host:port/dbname``, never the credentials."""
+        return database_target(self.url)
 
 
 class FetcherSettings(_Settings):
@@ -179,14 +288,33 @@ def load(cls: type[SettingsT], **overrides: Any) -> SettingsT:
         return cls(**overrides)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
+        for error in exc.errors(include_input=False, include_url=False):
             name = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{name}: {error['msg']}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(message if message.startswith(name) else f"{name}: {message}")
         raise PermanentError(
             "invalid configuration: " + "; ".join(problems) + " (fix the environment variables "
-            "named here; the README lists them all)",
+            f"named here; {HELP_POINTER})",
             reason="InvalidConfiguration",
         ) from None
+
+
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 transient (the Job retries: unreachable service, interrupted by "
+    "SIGTERM, table locked); 2 configuration or credentials (no retry); 3 invalid data (no retry). "
+    "On failure the termination message holds reason and message."
+)
+
+
+def help_epilog(*classes: type[BaseSettings]) -> str:
+    """The variables of ``classes`` and the exit codes, for a command's ``--help``."""
+    lines = ["Environment variables (each described in docs/configuration.md):"]
+    for cls in classes:
+        names = [field.alias for field in cls.model_fields.values() if field.alias]
+        group = f"{cls.__name__.removesuffix('Settings')}: {', '.join(names)}."
+        lines.append(textwrap.fill(group, 79, initial_indent="  ", subsequent_indent="    "))
+    lines.append(textwrap.fill(EXIT_CODES, 79))
+    return "\n".join(lines)
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

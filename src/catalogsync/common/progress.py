@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from catalogsync.common import redact
 from catalogsync.common.config import RunSettings
 from catalogsync.common.logs import terminal
 from catalogsync.common.summaries import MAINTAINER_OUTCOMES
@@ -126,7 +127,7 @@ class BarReporter:
     @classmethod
     def detail(cls, snapshot: Snapshot) -> str:
         shown = [f"{k} {v:,}" for k, v in snapshot.counts.items() if k in cls.SHOWN and v]
-        if snapshot.unit == "bytes" or "bytes" in snapshot.counts:
+        if snapshot.unit.startswith("bytes") or "bytes" in snapshot.counts:
             megabytes = int(snapshot.counts.get("bytes", snapshot.done)) / 1e6
             shown.insert(0, f"{megabytes:,.1f} MB")
         return "  ".join(shown)
@@ -177,7 +178,7 @@ class StatusPatchReporter:
                 self.namespace,
                 PLURAL,
                 self.name,
-                {"status": {stage: dict(counts)}},
+                {"status": {stage: redact.value(counts)}},
                 # Without it the client sends a dict as a JSON Patch, which the server rejects.
                 _content_type="application/merge-patch+json",
             )
@@ -235,11 +236,13 @@ def termination_message(summary: Mapping[str, Any]) -> bytes:
 
 
 def write_termination_message(path: str, summary: Mapping[str, Any]) -> None:
-    """Best effort: outside a pod the default path usually does not exist, and that is fine."""
+    """Best effort: outside a pod the default path usually does not exist, and that is fine.
+
+    The summary is redacted first: the operator copies its message into status and the webhook."""
     target = Path(path)
     if not target.parent.is_dir() or (not target.exists() and path == "/dev/termination-log"):
         return
     try:
-        target.write_bytes(termination_message(summary))
+        target.write_bytes(termination_message(redact.value(summary)))
     except OSError as exc:
         log.warning("could not write the termination message to %s: %s", path, exc)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -159,6 +160,23 @@ class SupabaseStorage:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
         )
 
+    def unreachable(self, action: str, error: BaseException, attempts: int) -> TransientError:
+        """Storage could not be reached at all: say which service, which variable, which host."""
+        host = urlsplit(self.api_url).netloc or self.api_url
+        return TransientError(
+            f"Supabase Storage at {host} (STORAGE_URL) is unreachable: {action} failed "
+            f"{attempts} times, last: {type(error).__name__}: {error}",
+            reason="StorageUnavailable",
+        )
+
+    @contextlib.contextmanager
+    def _reaching(self, action: str) -> Iterator[None]:
+        """Turns a connection failure that outlived the retries into ``StorageUnavailable``."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise self.unreachable(action, exc, self.retry.attempts) from None
+
     def _object_path(self, route: str, key: str) -> str:
         return f"/object/{route}{quote(self.bucket)}/{quote(key)}"
 
@@ -187,6 +205,10 @@ class SupabaseStorage:
         return PermanentError(f"{action}: HTTP {meaning}: {detail}", reason="StorageRejected")
 
     async def info(self, key: str) -> ObjectInfo | None:
+        with self._reaching(f"reading the info of {key}"):
+            return await self._info(key)
+
+    async def _info(self, key: str) -> ObjectInfo | None:
         async for attempt in self.retry.retrying((TransientError, httpx.TransportError), "info"):
             with attempt:
                 # Not /object/info/{bucket}/{key}: that route reads a rejected token as anonymous,
@@ -254,10 +276,7 @@ class SupabaseStorage:
                 if failures >= self.retry.attempts:
                     if isinstance(exc, SyncError):
                         raise
-                    raise TransientError(
-                        f"downloading {key} failed after {failures} attempts: {exc!r}",
-                        reason="StorageUnavailable",
-                    ) from exc
+                    raise self.unreachable(f"downloading {key}", exc, failures) from exc
                 delay = self.retry.delay(failures)
                 log.warning(
                     "downloading %s interrupted at byte %d (%r); resuming in %.1fs",
@@ -387,13 +406,14 @@ class SupabaseStorage:
         }
         body = {"bucketId": self.bucket, "sourceKey": source_key, "destinationKey": dest_key}
         retryable = (TransientError, httpx.TransportError)
-        async for attempt in self.retry.retrying(retryable, f"publishing {dest_key}"):
-            with attempt:
-                response = await self._http.post("/object/copy", json=body, headers=headers)
-                if not response.is_success:
-                    raise self._fail(
-                        response, f"copying {source_key} to {dest_key}", response.content
-                    )
+        with self._reaching(f"publishing {dest_key}"):
+            async for attempt in self.retry.retrying(retryable, f"publishing {dest_key}"):
+                with attempt:
+                    response = await self._http.post("/object/copy", json=body, headers=headers)
+                    if not response.is_success:
+                        raise self._fail(
+                            response, f"copying {source_key} to {dest_key}", response.content
+                        )
         source, published = await self.info(source_key), await self.info(dest_key)
         if source is None or published is None or published.size != source.size:
             raise TransientError(
