@@ -116,3 +116,23 @@ def test_pod_refusals_date_from_the_first_and_quote_the_newest() -> None:
     assert only_legacy.lasted(NOW) == 60.0
     assert pod_refusal([]) is None
     assert pod_refusal([{**legacy, "reason": "SuccessfulCreate"}]) is None
+
+
+def test_unreachable_services_reach_the_status_by_name() -> None:
+    """The job's own reason, not the Job's ``BackoffLimitExceeded``, is what the CR shows."""
+    for stage, reason, text in (
+        ("fetcher", "StorageUnavailable", "Supabase Storage at 127.0.0.1:1 (STORAGE_URL)"),
+        ("maintainer", "DatabaseUnavailable", "the database at 127.0.0.1:1/postgres"),
+        ("maintainer", "Interrupted", "stopped by SIGTERM after 4 committed chunks"),
+    ):
+        summary = {"stage": stage, "ok": False, "reason": reason, "message": text, "exitCode": 1}
+        pods = [
+            pod("p1", stage, phase="Failed", exit_code=1, message=summary,
+                finished="2026-05-01T11:58:30Z"),
+            pod("p2", stage, phase="Failed", exit_code=1, message=summary,
+                finished="2026-05-01T11:59:30Z"),
+        ]  # fmt: skip
+        failure = stage_failure(stage, failed_job("BackoffLimitExceeded"), pods)
+        assert failure.reason == reason
+        assert failure.message.startswith(text)
+        assert "after 2 attempts" in failure.message
