@@ -151,14 +151,22 @@ async def test_sigterm_stops_maintain_at_a_chunk_boundary(pg_dsn: str, tmp_path:
     assert (summary["processed"], summary["chunksDone"]) == (400, 4), summary
     assert status == "interrupted"
 
-    fifo.unlink()
-    data.write(fifo, products)
+    # The rerun reads a pipe too: a pipe has no identity, so the run resumes on key and size
+    # (a regular file would carry one the interrupted run did not record, and start over).
     again = start(["maintain", "--file", str(fifo)], env)
+    rest = threading.Thread(target=_send, args=(fifo, lines), daemon=True)
+    rest.start()
     stderr = await finish(again)
+    rest.join(30)
     assert again.returncode == 0, stderr
     summary = message(tmp_path)
     assert summary["resumed"] is True
     assert (summary["processed"], summary["inserted"]) == (800, 800)
+
+
+def _send(fifo: Path, lines: list[bytes]) -> None:
+    with fifo.open("wb") as pipe:
+        pipe.write(b"".join(line + b"\n" for line in lines))
 
 
 async def _chunks_done(conn: asyncpg.Connection) -> int:

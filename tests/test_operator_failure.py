@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from catalogsync.operator.failure import pending_reason, pod_refusal, stage_failure
+from catalogsync.operator.spec import Stage
 from tests.operator_objects import NOW, failed_create, job, pod
 
 
@@ -120,11 +121,12 @@ def test_pod_refusals_date_from_the_first_and_quote_the_newest() -> None:
 
 def test_unreachable_services_reach_the_status_by_name() -> None:
     """The job's own reason, not the Job's ``BackoffLimitExceeded``, is what the CR shows."""
-    for stage, reason, text in (
+    cases: list[tuple[Stage, str, str]] = [
         ("fetcher", "StorageUnavailable", "Supabase Storage at 127.0.0.1:1 (STORAGE_URL)"),
         ("maintainer", "DatabaseUnavailable", "the database at 127.0.0.1:1/postgres"),
         ("maintainer", "Interrupted", "stopped by SIGTERM after 4 committed chunks"),
-    ):
+    ]
+    for stage, reason, text in cases:
         summary = {"stage": stage, "ok": False, "reason": reason, "message": text, "exitCode": 1}
         pods = [
             pod("p1", stage, phase="Failed", exit_code=1, message=summary,
