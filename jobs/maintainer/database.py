@@ -6,6 +6,7 @@ import asyncpg
 
 from catalogsync.common.config import database_target
 from catalogsync.common.errors import PermanentError, SyncError, TransientError
+from catalogsync.common.reasons import Reason
 
 
 def database_unreachable(dsn: str, error: BaseException) -> SyncError:
@@ -17,10 +18,10 @@ def database_unreachable(dsn: str, error: BaseException) -> SyncError:
         return PermanentError(
             f"{where} does not offer TLS but the URL asks for it: the server must enable SSL, or "
             "set sslmode=disable (or prefer) in DATABASE_URL if the network is trusted",
-            reason="DatabaseTLSUnavailable",
+            reason=Reason.DatabaseTLSUnavailable,
         )
     detail = str(error) or type(error).__name__
-    return TransientError(f"cannot reach {where}: {detail}", reason="DatabaseUnavailable")
+    return TransientError(f"cannot reach {where}: {detail}", reason=Reason.DatabaseUnavailable)
 
 
 async def connect(dsn: str, application_name: str) -> asyncpg.Connection:

@@ -29,6 +29,7 @@ from catalogsync.common.config import (
 from catalogsync.common.entrypoint import run_job
 from catalogsync.common.errors import PermanentError
 from catalogsync.common.progress import reporters_for
+from catalogsync.common.reasons import Reason
 from catalogsync.common.storage import ObjectInfo, open_storage
 from catalogsync.common.storage.local import file_etag
 from catalogsync.maintainer.pipeline import STAGE, Options, maintain
@@ -110,7 +111,7 @@ def privileges(database: DatabaseSettings) -> Iterator[None]:
             f"the database user of DATABASE_URL lacks a privilege on {database.target}: {exc}; "
             f"grant it (for the schema of {database.table}: GRANT USAGE, CREATE ON SCHEMA ... TO "
             "the user) or give a user that has it",
-            reason="InsufficientPrivilege",
+            reason=Reason.InsufficientPrivilege,
         ) from None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from catalogsync.common.errors import PermanentError, TransientError
+from catalogsync.common.reasons import Reason
 
 GROUP = "catalogsync.io"
 VERSION = "v1alpha1"
@@ -43,7 +44,7 @@ def kubeconfig_path() -> str | None:
         f"no Kubernetes configuration: KUBECONFIG is not set, {DEFAULT_KUBECONFIG} does not "
         "exist and this is not a pod (KUBERNETES_SERVICE_HOST is not set); set KUBECONFIG to a "
         "kubeconfig file or run inside the cluster",
-        reason="NoKubeConfig",
+        reason=Reason.NoKubeConfig,
     )
 
 
@@ -65,7 +66,7 @@ async def api_client() -> Any:
         source = kubeconfig or "the pod's service account"
         raise PermanentError(
             f"cannot load the Kubernetes configuration from {source}: {exc}",
-            reason="InvalidKubeConfig",
+            reason=Reason.InvalidKubeConfig,
         ) from None
     return client.ApiClient(configuration)
 
@@ -87,7 +88,7 @@ def api_unreachable(host: str, error: BaseException) -> TransientError:
     return TransientError(
         f"cannot reach the Kubernetes API server at {host}: {detail} (check the current context "
         "of the kubeconfig, or KUBECONFIG)",
-        reason="ApiServerUnavailable",
+        reason=Reason.ApiServerUnavailable,
     )
 
 

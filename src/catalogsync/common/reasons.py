@@ -41,6 +41,10 @@ class Reason(StrEnum):
     ObjectTooLarge = "ObjectTooLarge"
     ObjectNotFound = "ObjectNotFound"
     ObjectChanged = "ObjectChanged"
+    # Reaching the database
+    DatabaseUnavailable = "DatabaseUnavailable"
+    DatabaseTLSUnavailable = "DatabaseTLSUnavailable"
+    InsufficientPrivilege = "InsufficientPrivilege"
 
     # The data and the database
     InvalidData = "InvalidData"
@@ -57,6 +61,12 @@ class Reason(StrEnum):
     OOMKilled = "OOMKilled"
     DeadlineExceeded = "DeadlineExceeded"
     BackoffLimitExceeded = "BackoffLimitExceeded"
+    Interrupted = "Interrupted"
+    """SIGTERM (pod deleted, evicted, node drained); the next attempt resumes."""
+    # Reaching the Kubernetes API (the operator and create-run outside a pod)
+    NoKubeConfig = "NoKubeConfig"
+    InvalidKubeConfig = "InvalidKubeConfig"
+    ApiServerUnavailable = "ApiServerUnavailable"
 
     # catalogsync create-run, against the API server
     Forbidden = "Forbidden"

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from catalogsync.common.errors import TransientError
+from catalogsync.common.reasons import Reason
 
 T = TypeVar("T")
 
@@ -26,7 +27,7 @@ class StopRequested(Exception):
 class Interrupted(TransientError):
     """Stopped on request before the end; a later attempt resumes (exit code 1)."""
 
-    reason = "Interrupted"
+    reason = Reason.Interrupted
 
     def __init__(self, message: str, *, summary: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
