@@ -20,9 +20,15 @@ UID = 10001
 
 
 def built_image_dir() -> Path:
-    """The build of the checkout's current inputs; skip (fail in CI) when it was not built."""
+    """The build of the checkout's current inputs; skip (fail in CI) when it was not built.
+
+    ``CATALOGSYNC_IMAGE_DIR`` names another build's directory instead (an image built elsewhere,
+    or an older build while iterating on tests).
+    """
+    chosen = os.environ.get("CATALOGSYNC_IMAGE_DIR")
     directory = Path(
-        subprocess.run(
+        chosen
+        or subprocess.run(
             [str(ROOT / "scripts/build-image.sh"), "--print-path"],
             capture_output=True,
             text=True,

@@ -1,11 +1,13 @@
 """The chart end to end on a real control plane: CronJob → create-run → operator → Jobs → webhook.
 
-Everything but the operator's Deployment is applied as rendered, into a namespace that enforces
-the restricted Pod Security profile. The operator runs as a local process with exactly the
-Deployment's arguments and environment (the chart's ConfigMap) and a token of the chart's operator
-ServiceAccount, so it works with the chart's RBAC and nothing more; the process kubelet runs the
-CronJob's creator pod (scheduler ServiceAccount) and the fetcher and maintainer Jobs (jobs
-ServiceAccount) against the MediPim simulator, the storage server and PostgreSQL. Taking one verb
+The chart is applied as rendered, into a namespace that enforces the restricted Pod Security
+profile; only the operator's health endpoint moves to a free loopback port (pods share the host's
+network here). Every pod runs from the built image (scripts/build-image.sh), inside its root
+filesystem, as the chart's uid with a read-only root, its volumes and a token of its
+ServiceAccount (tests/image.py, catalogsync.dev.kubelet.sandbox): the operator Deployment's pod
+(operator ServiceAccount, so it works with the chart's RBAC and nothing more), the CronJob's
+creator pod (scheduler ServiceAccount) and the fetcher and maintainer Jobs (jobs ServiceAccount),
+against the MediPim simulator, the storage server and PostgreSQL. Taking one verb
 away from the operator's Role then makes exactly the step that needs it fail with 403.
 """
 
@@ -15,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -28,13 +29,15 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from catalogsync.dev.controlplane import ControlPlane, write_kubeconfig
+from catalogsync.dev.controlplane import ControlPlane
 from catalogsync.dev.kubelet import KubeletThread, NodeConfig
+from catalogsync.dev.kubelet.sandbox import ImageRoot, ImageSandbox
 from catalogsync.dev.processes import free_port
 from catalogsync.dev.simulator import SimulatorServer
 from catalogsync.dev.storage_server import StorageServer
 from catalogsync.operator.settings import CPU_CLASS_LABEL, PERFORMANCE
 from tests.chart import Helm, Manifest, documents, helm_binary, one
+from tests.image import IMAGE, built_image_dir
 from tests.plugins.kube import Kubectl
 from tests.polling import until
 
@@ -46,27 +49,30 @@ FULLNAME = "e2e-catalogsync"
 PRODUCTS = 2_000  # the medipim fixture's catalog, of which the active ones are synced
 
 
-class OperatorProcess:
-    """``catalogsync <Deployment args>`` with the Deployment's environment, logging to a file."""
+@dataclass
+class OperatorPod:
+    """The operator Deployment's pod on the process kubelet, and its log."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+    kubelet: KubeletThread
+    kubectl: Kubectl
+    namespace: str
+
+    def name(self) -> str | None:
+        pods = self.kubectl.json(
+            "get", "pods", "-n", self.namespace, "-l", "app.kubernetes.io/component=operator"
+        )["items"]
+        return str(pods[0]["metadata"]["name"]) if pods else None
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        name = self.name()
+        return self.kubelet.logs(self.namespace, name) if name else ""
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+    def state(self) -> str:
+        """The pod's container states, for a failure report."""
+        pods = self.kubectl.json(
+            "get", "pods", "-n", self.namespace, "-l", "app.kubernetes.io/component=operator"
+        )["items"]
+        return json.dumps([p.get("status", {}).get("containerStatuses") for p in pods], indent=1)
 
 
 @dataclass
@@ -90,15 +96,10 @@ def cluster(
 
 @dataclass
 class Workdir:
-    """The test's directory, and the operator processes to stop at the end."""
+    """The test's directory, and the operator whose log to show when the test fails."""
 
     path: Path
-    operators: list[OperatorProcess]
-
-    def start_operator(self, argv: list[str], env: dict[str, str]) -> OperatorProcess:
-        operator = OperatorProcess(argv, env, self.path / f"operator-{len(self.operators)}.log")
-        self.operators.append(operator)
-        return operator
+    operators: list[OperatorPod]
 
 
 @pytest.fixture
@@ -106,10 +107,10 @@ def workdir(tmp_path: Path) -> Iterator[Workdir]:
     work = Workdir(tmp_path, [])
     yield work
     for operator in work.operators:
-        operator.stop()
         # Shown by pytest only when the test failed ("Captured stdout teardown").
-        print(f"--- {operator.log.name} (last 200 lines) ---")
+        print(f"--- operator pod {operator.name()} (last 200 lines) ---")
         print("\n".join(operator.output().splitlines()[-200:]))
+        print(operator.state())
 
 
 @pytest.fixture
@@ -165,21 +166,6 @@ def chart_values(medipim: SimulatorServer, storage: StorageServer) -> dict[str, 
     }
 
 
-def token_kubeconfig(
-    kubectl: Kubectl, plane: ControlPlane, namespace: str, account: str, path: Path
-) -> Path:
-    """A kubeconfig holding a TokenRequest token of ``account``: its RBAC, nothing more."""
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=2h").strip()
-    return write_kubeconfig(
-        path,
-        plane.server,
-        plane.admin.ca_file.read_bytes(),
-        user=f"system:serviceaccount:{namespace}:{account}",
-        token=token,
-        namespace=namespace,
-    )
-
-
 def runs(kubectl: Kubectl, namespace: str, selector: str) -> list[Manifest]:
     items: list[Manifest] = kubectl.json("get", "catalogsyncs", "-n", namespace, "-l", selector)[
         "items"
@@ -219,12 +205,14 @@ def healthy(url: str) -> bool:
 async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     cluster: Cluster, backends: Backends, workdir: Workdir
 ) -> None:
+    image = built_image_dir()
     ns, kubectl = cluster.namespace, cluster.kubectl
     medipim, storage_server, pg_dsn = backends.medipim, backends.storage, backends.dsn
     for name, data in {
         "medipim-credentials": {"apiKeyId": medipim.key_id, "apiKeySecret": medipim.key_secret},
         "supabase-storage": {"serviceRoleKey": storage_server.service_key},
         "catalog-database": {"url": pg_dsn},
+        "sync-webhook": {"url": backends.webhook_url},
     }.items():
         literals = [f"--from-literal={key}={value}" for key, value in data.items()]
         kubectl("create", "secret", "generic", name, "-n", ns, *literals)
@@ -244,36 +232,33 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
         taints=[{"key": CPU_CLASS_LABEL, "value": PERFORMANCE, "effect": "NoSchedule"}],
     )
     plain = NodeConfig(name=f"plain-{ns}"[:63])
-    await asyncio.to_thread(cluster.kubelet, plain, perf)
+    sandbox = ImageSandbox(ImageRoot.load(image))
+    harness = await asyncio.to_thread(cluster.kubelet, plain, perf, sandbox=sandbox)
 
-    # The operator, exactly as the Deployment would run it, with the operator ServiceAccount.
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The operator's Deployment as rendered, its health endpoint on a free loopback port.
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
     (env_from,) = container["envFrom"]
     config = one(rendered, "ConfigMap", env_from["configMapRef"]["name"])["data"]
-    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert config["CATALOGSYNC_WEBHOOK_URL_FILE"].startswith("/etc/catalogsync/webhook/")
+    assert container["image"] == f"{IMAGE}:{config['CATALOGSYNC_IMAGE'].rsplit(':', 1)[1]}"
     health = f"http://127.0.0.1:{free_port()}/healthz"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CATALOGSYNC_", "KUBE"))}
-    env |= config
-    # The Deployment mounts the webhook Secret at this path; here the file is written directly.
-    url_file = workdir.path / "webhook-url"
-    url_file.write_text(backends.webhook_url)
-    assert config["CATALOGSYNC_WEBHOOK_URL_FILE"].startswith("/etc/catalogsync/")
-    env |= {
-        "CATALOGSYNC_WEBHOOK_URL_FILE": str(url_file),
-        "KUBECONFIG": str(
-            token_kubeconfig(kubectl, cluster.plane, ns, account, workdir.path / "kc")
-        ),
-        "CATALOGSYNC_LIVENESS_ENDPOINT": health,  # the chart's 0.0.0.0:8080 may be taken here
-        "CATALOGSYNC_METRICS_HOST": "127.0.0.1",
-        "CATALOGSYNC_METRICS_PORT": str(free_port()),
-    }
+    container["env"] = [
+        *(container.get("env") or []),
+        # The chart's 0.0.0.0:8080 and :9110 may be taken here: pods share the host's network.
+        {"name": "CATALOGSYNC_LIVENESS_ENDPOINT", "value": health},
+        {"name": "CATALOGSYNC_METRICS_HOST", "value": "127.0.0.1"},
+        {"name": "CATALOGSYNC_METRICS_PORT", "value": str(free_port())},
+    ]
+    account = pod_spec["serviceAccountName"]
     # The API server learns of RoleBindings through a watch: start once the grant is in force, or
     # the lag would show up as spurious refusals in the operator's log.
     user = f"system:serviceaccount:{ns}:{account}"
     await until(lambda: can_i(kubectl, user, ns, "watch", "catalogsyncs.catalogsync.io"), "RBAC")
-    catalogsync = str(Path(sys.executable).with_name("catalogsync"))
-    operator = workdir.start_operator([catalogsync, *container["args"]], env)
-    await until(lambda: healthy(health), "the operator's liveness endpoint", within=60)
+    kubectl("apply", "-f", "-", input=json.dumps(deployment))
+    operator = OperatorPod(harness, kubectl, ns)
+    workdir.operators.append(operator)
+    await until(lambda: healthy(health), "the operator's liveness endpoint", within=120)
 
     # The real CronJob controller fires on the next minute; the creator pod makes the run.
     scheduled = await until(
@@ -313,6 +298,8 @@ async def test_scheduled_run_completes_under_the_charts_rbac_and_pod_security(
     # Every pod was admitted under the restricted profile and ran where the chart says.
     pods = kubectl.json("get", "pods", "-n", ns)["items"]
     by_component = {p["metadata"]["labels"].get("app.kubernetes.io/component"): p for p in pods}
+    assert {"operator", "scheduler", "fetcher", "maintainer"} <= set(by_component)
+    assert all(c["image"].startswith(f"{IMAGE}:") for p in pods for c in p["spec"]["containers"])
     assert by_component["scheduler"]["spec"]["serviceAccountName"] == f"{FULLNAME}-scheduler"
     assert by_component["scheduler"]["status"]["phase"] == "Succeeded"
     assert by_component["fetcher"]["spec"]["serviceAccountName"] == f"{FULLNAME}-job"

@@ -35,8 +35,30 @@ def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, stdin=subprocess.DEVNULL)
 
 
-def inside(root: Path, path: str) -> Path:
-    return root / path.lstrip("/")
+def inside(root: Path, path: str, *, hops: int = 40) -> Path:
+    """``path`` of the container on the host, following the image's symlinks within ``root``.
+
+    (``/var/run`` is a symlink to ``/run`` in Debian: joined naively it would name the host's.)
+    """
+    current = root
+    parts = [p for p in path.split("/") if p and p != "."]
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        candidate = current / part
+        if candidate.is_symlink():
+            if hops == 0:
+                raise OSError(f"too many symbolic links in {path}")
+            hops -= 1
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        current = candidate
+    return current
 
 
 def mount_point(target: Path, *, file: bool) -> None:

@@ -195,7 +195,8 @@ class ImageSandbox:
                 }
             )
         credentials = directory / "serviceaccount"
-        if (credentials / "token").exists():
+        mounted = {m["target"] for m in mounts}
+        if (credentials / "token").exists() and SERVICE_ACCOUNT_DIR not in mounted:
             mounts.append(
                 {"source": str(credentials), "target": SERVICE_ACCOUNT_DIR, "readOnly": True}
             )
@@ -206,6 +207,13 @@ class ImageSandbox:
         path: Path = directory / "volumes" / str(volume["name"])
         if "emptyDir" in volume:
             return empty_dir(path)
+        sources = (volume.get("projected") or {}).get("sources") or []
+        if any("serviceAccountToken" in source for source in sources):
+            # The API server's kube-api-access volume: the credentials the kubelet minted, with
+            # the volume's file mode (the API defaults it to 0644), so the pod's uid can read them.
+            return readable(
+                directory / "serviceaccount", int(volume["projected"].get("defaultMode", 0o644))
+            )
         for kind, key, plural in (
             ("Secret", "secret", "secrets"),
             ("ConfigMap", "configMap", "configmaps"),
@@ -227,6 +235,14 @@ def empty_dir(path: Path) -> Path:
     """An emptyDir as the kubelet makes it: any uid of the pod may write."""
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o777)
+    return path
+
+
+def readable(path: Path, mode: int) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    for file in path.iterdir():
+        file.chmod(mode)
     return path
 
 
