@@ -20,7 +20,13 @@ scripts/build-promtool.sh
 step "checkov"
 scripts/install-checkov.sh
 step "image"
-scripts/build-image.sh
+# buildah (vfs, chroot) and running pods inside the image need root; elsewhere the image tests skip.
+if [[ $EUID -eq 0 ]]; then
+  scripts/build-image.sh
+  export CATALOGSYNC_REQUIRE_IMAGE=1
+else
+  echo "not root: the image is not built and the tests that run it are skipped"
+fi
 
 step "ruff"
 .venv/bin/ruff check .
@@ -31,5 +37,5 @@ step "import contracts"
 .venv/bin/lint-imports
 
 step "pytest"
-export CATALOGSYNC_REQUIRE_K8S=1 CATALOGSYNC_REQUIRE_IMAGE=1
+export CATALOGSYNC_REQUIRE_K8S=1
 exec .venv/bin/pytest "$@"

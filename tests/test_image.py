@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from catalogsync.dev.kubelet.chroot import inside
 from catalogsync.dev.kubelet.sandbox import ImageRoot
 from tests.chart import ROOT
 from tests.image import UID, Result, built_image_dir, pod, run_in_image
@@ -154,3 +155,16 @@ def test_labels_and_digest(built: Path, image: ImageRoot) -> None:
     assert manifest["digest"] == digest
     tag = manifest["annotations"]["org.opencontainers.image.ref.name"]
     assert tag.endswith(f":{VERSION}")
+
+
+def test_mount_points_follow_the_images_symlinks_inside_its_root(tmp_path: Path) -> None:
+    """``/var/run`` → ``/run`` in Debian: a mount there must land in the image, not the host."""
+    root = tmp_path / "root"
+    (root / "run").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var/run").symlink_to("/run")
+    (root / "etc").mkdir()
+    (root / "etc/up").symlink_to("../../..")
+    assert inside(root, "/var/run/secrets/x") == root / "run/secrets/x"
+    assert inside(root, "/etc/up/escape") == root / "escape"
+    assert inside(root, "/tmp") == root / "tmp"
