@@ -111,6 +111,7 @@ def prepare_root(spec: dict[str, Any]) -> Path:
     if spec.get("termination"):
         host = os.environ.get(spec["termination_env"], "")
         if host:
+            os.chown(host, spec["uid"], spec["gid"])  # as runtimes make it: the container writes it
             bind(host, inside(root, spec["termination"]), read_only=False)
             os.environ[spec["termination_env"]] = spec["termination"]
     for volume in spec["mounts"]:
