@@ -834,3 +834,8 @@ async def test_progress_uses_the_status_field_names(pg_dsn: str, tmp_path: Path)
     }
     [(last, summary)] = recorder.finished
     assert last.counts["inserted"] == summary["inserted"] == 450
+
+
+def test_migrations_are_numbered_once_each_in_sequence() -> None:
+    """A second file with a taken number would be recorded as applied without ever running."""
+    assert list(range(1, len(ALL_MIGRATIONS) + 1)) == ALL_MIGRATIONS

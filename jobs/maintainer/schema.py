@@ -110,10 +110,16 @@ class Tables:
 
 
 def migration_files() -> list[tuple[int, str, Path]]:
-    found = []
+    """The migrations in order; two files with one number are a bug, since the second would be
+    recorded as applied without ever running."""
+    found: list[tuple[int, str, Path]] = []
     for path in sorted(MIGRATIONS.glob("*.sql")):
         number, _, title = path.stem.partition("_")
         found.append((int(number), title, path))
+    numbers = [number for number, _, _ in found]
+    duplicated = sorted({number for number in numbers if numbers.count(number) > 1})
+    if duplicated:
+        raise RuntimeError(f"migrations share a number: {duplicated}")
     return found
 
 
