@@ -18,36 +18,6 @@ source "$tools/versions.env"
 source "$repo/scripts/lib/cache.sh"
 
 version="$PROMETHEUS_MODULE_VERSION"
-promtool_bin="${CATALOGSYNC_PROMTOOL_BIN:-$cache_root/promtool/${version}/promtool}"
-bin_dir="$(dirname "$promtool_bin")"
-
-force=0
-for arg in "$@"; do
-  case "$arg" in
-    --print-path) echo "$promtool_bin"; exit 0 ;;
-    --force) force=1 ;;
-    *) echo "usage: $0 [--print-path] [--force]" >&2; exit 2 ;;
-  esac
-done
-
-is_current() {
-  [[ -x "$promtool_bin" && -f "$bin_dir/.stamp" && "$(cat "$bin_dir/.stamp")" == "promtool=${version}" ]]
-}
-
-done_if_current "$promtool_bin" "promtool ${version} up to date"
-
-lock_cache "$bin_dir/.build.lock" "$promtool_bin"
-go_build_env
-staging="$(mktemp -d "$bin_dir/.build.XXXXXX")"
-trap 'rm -rf "$staging"' EXIT
-
-start=$SECONDS
-echo "building promtool ${version} ..." >&2
-(cd "$tools" && nice go build -p "$build_jobs" -ldflags "-s -w" \
-  -o "$staging/promtool" github.com/prometheus/prometheus/cmd/promtool)
-"$staging/promtool" --version >&2
-
-mv -f "$staging/promtool" "$promtool_bin"
-echo "promtool=${version}" > "$bin_dir/.stamp"
-echo "built promtool ${version} in $((SECONDS - start))s" >&2
-echo "$promtool_bin"
+build_go_command promtool "promtool=${version}" \
+  "${CATALOGSYNC_PROMTOOL_BIN:-$cache_root/promtool/${version}/promtool}" \
+  "$tools" github.com/prometheus/prometheus/cmd/promtool "-s -w" "--version" "$@"

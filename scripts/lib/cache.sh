@@ -31,3 +31,42 @@ go_build_env() {
   export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
   build_jobs="${CATALOGSYNC_BUILD_JOBS:-$(nproc)}"
 }
+
+# build_go_command NAME STAMP BIN TOOLS_DIR PACKAGE LDFLAGS VERSION_ARGS [SCRIPT_ARGS...]: the whole
+# of a script that builds one Go command from a module pinned in tools/<name> into the cache:
+# --print-path and --force, skip when current, the lock, a staged build checked by running it with
+# VERSION_ARGS, then the stamp. Prints BIN as the last line on stdout.
+build_go_command() {
+  go_name=$1 go_stamp=$2 go_bin=$3 go_tools=$4 go_package=$5 go_ldflags=$6 go_version_args=$7
+  shift 7
+  go_bin_dir="$(dirname "$go_bin")"
+  force=0
+  for arg in "$@"; do
+    case "$arg" in
+      --print-path) echo "$go_bin"; exit 0 ;;
+      --force) force=1 ;;
+      *) echo "usage: $0 [--print-path] [--force]" >&2; exit 2 ;;
+    esac
+  done
+  is_current() {
+    [[ -x "$go_bin" && -f "$go_bin_dir/.stamp" && "$(cat "$go_bin_dir/.stamp")" == "$go_stamp" ]]
+  }
+  done_if_current "$go_bin" "$go_name up to date ($go_stamp)"
+
+  lock_cache "$go_bin_dir/.build.lock" "$go_bin"
+  go_build_env
+  go_staging="$(mktemp -d "$go_bin_dir/.build.XXXXXX")"
+  trap 'rm -rf "$go_staging"' EXIT
+
+  local start=$SECONDS
+  echo "building $go_name ($go_stamp) ..." >&2
+  (cd "$go_tools" && nice go build -p "$build_jobs" -ldflags "$go_ldflags" \
+    -o "$go_staging/$go_name" "$go_package")
+  # shellcheck disable=SC2086 # VERSION_ARGS is a list of words
+  "$go_staging/$go_name" $go_version_args >&2
+
+  mv -f "$go_staging/$go_name" "$go_bin"
+  echo "$go_stamp" > "$go_bin_dir/.stamp"
+  echo "built $go_name in $((SECONDS - start))s" >&2
+  echo "$go_bin"
+}
