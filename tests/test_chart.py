@@ -619,6 +619,12 @@ def test_chart_readme_lists_every_value_and_is_generated() -> None:
         if key not in listed and not any(key.startswith(f"{row}.") for row in listed)
     ]  # fmt: skip
     assert missing == []
+    undescribed = [
+        key
+        for key, cells in re.findall(r"^\| `([^`]+)` \|(.*)\|$", readme, re.MULTILINE)
+        if not re.split(r"(?<!\\)\|", cells)[-1].strip()
+    ]
+    assert undescribed == [], "give these values a description (values.yaml `# --` or the schema)"
 
 
 def test_helm_test_hook_checks_the_crd_and_the_operator_with_read_only_rights(
