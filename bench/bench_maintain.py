@@ -38,9 +38,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from catalogsync.common.tables import Tables
 from catalogsync.dev.postgres import LocalPostgres
 from catalogsync.maintainer.records import COLUMNS, scan, to_row
-from catalogsync.maintainer.schema import Tables, migrate
+from catalogsync.maintainer.schema import migrate
 
 METHODS = ("floor", "common", "original", "maintainer")
 PHASES = ("cold", "unchanged", "changed")

@@ -78,7 +78,6 @@ def parser() -> argparse.ArgumentParser:
 
 async def crd_served(group: str = GROUP, version: str = VERSION) -> bool:
     """Whether the API server serves CatalogSyncs (discovery is open to every identity)."""
-    import aiohttp
     from kubernetes_asyncio.client import ApiException, CustomObjectsApi
 
     async with await api_client() as client:
@@ -88,7 +87,9 @@ async def crd_served(group: str = GROUP, version: str = VERSION) -> bool:
             if exc.status == 404:
                 return False
             raise
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
+            # The client's connection errors (refused, unresolvable, reset) are OSErrors, so the
+            # transport library stays an indirect dependency.
             raise api_unreachable(client.configuration.host, exc) from None
     return True
 

@@ -24,12 +24,13 @@ import pytest
 from catalogsync.common.errors import ExitCode, InvalidDataError, PermanentError, TransientError
 from catalogsync.common.lines import MAX_LINE_BYTES
 from catalogsync.common.progress import Snapshot
+from catalogsync.common.tables import Tables
 from catalogsync.maintainer.chunks import REJECT_RAW_LIMIT
 from catalogsync.maintainer.deletes import TooManyDeletes
 from catalogsync.maintainer.main import file_source
 from catalogsync.maintainer.pipeline import Options, TooManyInvalid, maintain
 from catalogsync.maintainer.runs import TableLocked, acquire_table_lock
-from catalogsync.maintainer.schema import Tables, migrate, migration_files
+from catalogsync.maintainer.schema import migrate, migration_files
 from tests import maintainer_data as data
 
 ALL_MIGRATIONS = [number for number, _, _ in migration_files()]

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from catalogsync.common.tables import Tables
+from catalogsync.common.watermark import watermark
 from catalogsync.maintainer.main import file_source, object_source
 from catalogsync.maintainer.pipeline import Options, maintain
-from catalogsync.maintainer.runs import watermark
-from catalogsync.maintainer.schema import Tables
 from tests import maintainer_data as data
 
 FEED = "SELECT product_id, kind, fields, old_status, new_status FROM catalogsync_changes"

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from catalogsync.common.config import DatabaseSettings, FetcherSettings, RunSettings, load
+from catalogsync.common.database import connect
 from catalogsync.common.errors import PermanentError
-from catalogsync.maintainer.database import connect
-from catalogsync.maintainer.runs import watermark
-from catalogsync.maintainer.schema import Tables
+from catalogsync.common.tables import Tables
+from catalogsync.common.watermark import watermark
 
 log = logging.getLogger(__name__)
 

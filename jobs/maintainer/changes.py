@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from catalogsync.maintainer.schema import Tables
+from catalogsync.common.tables import Tables
 
 _UPSERT = """ON CONFLICT (table_name, run_id, dry_run, product_id) DO UPDATE SET
         kind = CASE WHEN c.kind = 'inserted' THEN 'inserted' ELSE EXCLUDED.kind END,

@@ -15,8 +15,8 @@ from datetime import datetime
 import asyncpg
 
 from catalogsync.common.errors import InvalidDataError
+from catalogsync.common.tables import Tables
 from catalogsync.maintainer import changes
-from catalogsync.maintainer.schema import Tables
 
 SEEN = "catalogsync_seen"
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from catalogsync.common.tables import Tables, quote_ident
 from catalogsync.maintainer.records import COLUMNS
-from catalogsync.maintainer.schema import Tables, quote_ident
 
 STAGE = "catalogsync_stage"
 STAMPS = ("first_seen_at", "last_seen_at", "updated_at")

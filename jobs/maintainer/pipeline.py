@@ -26,9 +26,11 @@ from typing import Any, cast
 import asyncpg
 
 from catalogsync.common import stopping
+from catalogsync.common.database import connect
 from catalogsync.common.errors import InvalidDataError
 from catalogsync.common.progress import Reporter, Snapshot
 from catalogsync.common.summaries import MAINTAINER_COUNTS, MaintainerCounts, MaintainerSummary
+from catalogsync.common.tables import Tables
 from catalogsync.maintainer import changes as feed
 from catalogsync.maintainer import loader, runs
 from catalogsync.maintainer.chunks import (
@@ -39,10 +41,9 @@ from catalogsync.maintainer.chunks import (
     prepare,
     split_chunks,
 )
-from catalogsync.maintainer.database import connect
 from catalogsync.maintainer.deletes import Feed, delete_missing, withheld_because
 from catalogsync.maintainer.records import COLUMNS
-from catalogsync.maintainer.schema import Tables, has_sync_columns, migrate, table_exists
+from catalogsync.maintainer.schema import has_sync_columns, migrate, table_exists
 
 log = logging.getLogger(__name__)
 
