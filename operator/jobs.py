@@ -25,8 +25,10 @@ from catalogsync.common.config import (
 from catalogsync.common.errors import PERMANENT_EXIT_CODES
 from catalogsync.common.kube import API_VERSION, KIND
 from catalogsync.operator.credentials import required
-from catalogsync.operator.settings import OperatorSettings
+from catalogsync.operator.pod_settings import SCRATCH_DIR, SCRATCH_VOLUME
+from catalogsync.operator.settings import OperatorSettings, StagePod
 from catalogsync.operator.spec import RunSpec, Stage
+from catalogsync.operator.status import merge_patch
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "catalogsync-operator"
@@ -35,8 +37,6 @@ STAGE_LABEL = "catalogsync.io/stage"
 CATALOG_LABEL = "catalogsync.io/catalog"
 
 COMMANDS: dict[Stage, str] = {"fetcher": "fetch", "maintainer": "maintain"}
-SCRATCH_DIR = "/tmp"
-"""An emptyDir: the only writable path, for the fetcher's spool file and every temp file."""
 TERMINATION_MESSAGE_PATH: str = RunSettings.model_fields["termination_message_path"].default
 """Where the jobs write their summary by default, so the Job need not set the variable."""
 
@@ -155,6 +155,29 @@ def _prefix(value: str) -> str:
     return value if not value or value.endswith("/") else f"{value}/"
 
 
+def pod_security_context(pod: StagePod, settings: OperatorSettings) -> dict[str, Any]:
+    """The restricted pod securityContext, with the stage's ``podSecurityContext`` over it.
+
+    Merged as a JSON merge patch: the chart's ``mergeOverwrite`` of the operator's contexts, plus
+    a null to unset a restricted default (``runAsUser: null`` for a platform-assigned uid).
+    """
+    uid = settings.job_run_as_user
+    ids = {} if uid is None else {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid}
+    restricted = {"runAsNonRoot": True, **ids, "seccompProfile": {"type": "RuntimeDefault"}}
+    return merge_patch(restricted, pod.pod_security_context)
+
+
+def container_security_context(pod: StagePod) -> dict[str, Any]:
+    """The restricted container securityContext, with the stage's ``securityContext`` over it."""
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return merge_patch(restricted, pod.security_context)
+
+
 def build_job(run: RunSpec, stage: Stage, settings: OperatorSettings) -> dict[str, Any]:
     """The Job manifest of ``stage``; creating it twice is harmless (same name: 409, adopt)."""
     pod = run.pods[stage]
@@ -170,13 +193,11 @@ def build_job(run: RunSpec, stage: Stage, settings: OperatorSettings) -> dict[st
         "args": [COMMANDS[stage]],
         "env": environment(run, stage, settings),
         "resources": dict(pod.resources),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+        "securityContext": container_security_context(pod),
+        "volumeMounts": [
+            {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR},
+            *(dict(mount) for mount in pod.extra_volume_mounts),
+        ],
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -185,21 +206,12 @@ def build_job(run: RunSpec, stage: Stage, settings: OperatorSettings) -> dict[st
         "serviceAccountName": settings.job_service_account,
         "automountServiceAccountToken": True,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            **(
-                {}
-                if settings.job_run_as_user is None
-                else {
-                    "runAsUser": settings.job_run_as_user,
-                    "runAsGroup": settings.job_run_as_user,
-                    "fsGroup": settings.job_run_as_user,
-                }
-            ),
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(pod, settings),
         "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": scratch}],
+        "volumes": [
+            {"name": SCRATCH_VOLUME, "emptyDir": scratch},
+            *(dict(volume) for volume in pod.extra_volumes),
+        ],
     }
     if pod.node_selector:
         pod_spec["nodeSelector"] = dict(pod.node_selector)

@@ -18,6 +18,9 @@ from catalogsync.common.quantities import parse_quantity
 from catalogsync.operator.settings import StagePod
 
 RESOURCE_KEYS = ("requests", "limits", "claims")
+SCRATCH_VOLUME = "scratch"
+SCRATCH_DIR = "/tmp"
+"""An emptyDir: the only writable path, for the fetcher's spool file and every temp file."""
 
 
 def _fix(stage: str, setting: str) -> str:
@@ -74,8 +77,36 @@ def _tolerations(tolerations: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def _volumes(pod: StagePod) -> list[tuple[str, str]]:
+    """Extra volumes and mounts that would take the place of the built-in scratch volume."""
+    found = [
+        (
+            f"extraVolumes[{index}]: the name {SCRATCH_VOLUME!r} is the built-in {SCRATCH_DIR} "
+            "volume; give the volume another name",
+            "extraVolumes",
+        )
+        for index, volume in enumerate(pod.extra_volumes)
+        if volume.get("name") == SCRATCH_VOLUME
+    ]
+    found += [
+        (
+            f"extraVolumeMounts[{index}]: mountPath {SCRATCH_DIR} is the built-in scratch volume; "
+            "mount it elsewhere",
+            "extraVolumeMounts",
+        )
+        for index, mount in enumerate(pod.extra_volume_mounts)
+        if str(mount.get("mountPath", "")).rstrip("/") == SCRATCH_DIR
+    ]
+    return found
+
+
 def problems(stage: str, pod: StagePod) -> list[str]:
     """What is wrong with ``stage``'s pod settings, one message per problem (empty: nothing)."""
     found = [(problem, "resources") for problem in _resources(pod.resources)]
     found += [(problem, "tolerations") for problem in _tolerations(pod.tolerations)]
-    return [f"{stage} pod: {problem}; fix {_fix(stage, setting)}" for problem, setting in found]
+    messages = [f"{stage} pod: {problem}; fix {_fix(stage, setting)}" for problem, setting in found]
+    return messages + [
+        f"{stage} pod: {problem}; fix the operator's setting, Helm value {stage}.{setting} "
+        "(not settable per run)"
+        for problem, setting in _volumes(pod)
+    ]

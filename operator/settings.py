@@ -61,6 +61,15 @@ class StagePod(BaseModel):
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     """Annotations of the stage's pods, e.g. ``sidecar.istio.io/inject: "false"``: an injected
     sidecar that never exits keeps a Job from ever completing."""
+    pod_security_context: dict[str, Any] = Field(default_factory=dict)
+    """Merged over the restricted pod securityContext of the stage's pods (a key set to null
+    removes that default, e.g. ``runAsUser``); operator configuration only, not in the CRD."""
+    security_context: dict[str, Any] = Field(default_factory=dict)
+    """Merged over the restricted securityContext of the stage's container, the same way."""
+    extra_volumes: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra volumes of the stage's pods (a CA bundle, a proxy configuration), after ``scratch``."""
+    extra_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    """Mounts of ``extra_volumes`` in the stage's container, after ``/tmp``."""
 
 
 def default_fetcher() -> StagePod:

@@ -176,6 +176,10 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
         "activeDeadlineSeconds": 3600,
         "scratchSizeLimit": "2Gi",
         "env": [{"name": "FETCHER_MAX_ATTEMPTS", "value": "7"}],
+        "podSecurityContext": {"fsGroupChangePolicy": "OnRootMismatch", "runAsUser": 20000},
+        "securityContext": {"runAsUser": 20000},
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
     },
     "maintainer": {
         "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}},
@@ -196,6 +200,8 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
         "backoffLimit": 1,
         "activeDeadlineSeconds": 7200,
         "env": [],
+        "podSecurityContext": {"supplementalGroups": [5000]},
+        "securityContext": {"runAsGroup": 30000},
     },
     "schedule": {
         "schedule": "30 3 * * 1-5",

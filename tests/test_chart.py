@@ -676,3 +676,36 @@ def test_security_contexts_merge_per_component_and_extra_volumes_reach_the_opera
     cronjob = one(manifests, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert cronjob["securityContext"]["supplementalGroups"] == [5000]
     assert cronjob["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_stage_security_contexts_and_extra_volumes_reach_the_operators_jobs(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = {"name": "ca", "configMap": {"name": "corporate-ca"}}
+    mount = {"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}
+    values = {
+        "fetcher": {
+            "podSecurityContext": {"fsGroupChangePolicy": "OnRootMismatch"},
+            "securityContext": {"runAsUser": 20000},
+            "extraVolumes": [volume],
+            "extraVolumeMounts": [mount],
+        },
+        "maintainer": {"podSecurityContext": {"supplementalGroups": [5000], "runAsUser": None}},
+    }
+    for name, value in config_env(helm.template(values)).items():
+        monkeypatch.setenv(name, value)
+    settings = load(OperatorSettings)
+    assert settings.fetcher.pod_security_context == {"fsGroupChangePolicy": "OnRootMismatch"}
+    assert settings.fetcher.security_context == {"runAsUser": 20000}
+    assert settings.fetcher.extra_volumes == [volume]
+    assert settings.fetcher.extra_volume_mounts == [mount]
+    assert settings.maintainer.pod_security_context == {
+        "supplementalGroups": [5000],
+        "runAsUser": None,
+    }, "a null reaches the operator, which removes that default"
+    assert settings.maintainer.extra_volumes == []
+    plain = config_env(helm.template())
+    for name in ("CATALOGSYNC_FETCHER", "CATALOGSYNC_MAINTAINER"):
+        stage = json.loads(plain[name])
+        assert stage["podSecurityContext"] == {}
+        assert stage["extraVolumes"] == []

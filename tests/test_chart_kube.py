@@ -431,3 +431,34 @@ def test_the_helm_test_check_sees_the_crd_and_misses_the_operator(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ok: the API server serves catalogsyncs.catalogsync.io/v1alpha1" in result.stdout
     assert "no catalogsync operator Deployment here" in result.stdout
+
+
+def test_non_default_stage_security_contexts_and_volumes_keep_the_jobs_restricted(
+    helm: Helm, kubectl: Kubectl, restricted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Jobs the operator builds from ``fetcher``/``maintainer`` security contexts and extra
+    volumes pass the restricted profile (its warnings would show on a Job, too)."""
+    values = {
+        **NON_DEFAULT_VALUES,
+        "operator": {**NON_DEFAULT_VALUES["operator"], "watchNamespaces": [restricted]},
+        "schedule": {**NON_DEFAULT_VALUES["schedule"], "runNamespace": restricted},
+    }
+    rendered = documents(helm.template_text(values, namespace=restricted))
+    config = next(
+        d for d in rendered if d["kind"] == "ConfigMap" and "-operator" in d["metadata"]["name"]
+    )
+    for key, value in config["data"].items():
+        monkeypatch.setenv(key, value)
+    settings = load(OperatorSettings)
+    run = resolve(cr("stagepods", namespace=restricted), settings)
+    assert not run.pod_problems
+    for stage in ("fetcher", "maintainer"):
+        job = build_job(run, stage, settings)
+        job["metadata"].pop("ownerReferences")
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        dry_run(kubectl, json.dumps(job))
+    fetcher = build_job(run, "fetcher", settings)["spec"]["template"]["spec"]
+    assert fetcher["securityContext"]["runAsUser"] == 20000
+    assert fetcher["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in fetcher["volumes"]

@@ -255,3 +255,48 @@ def test_pod_labels_and_annotations_from_the_operator_and_the_run() -> None:
     assert maintainer["annotations"] == {"linkerd.io/inject": "disabled"}
     plain = build_job(resolve(cr(), settings()), "fetcher", settings())["spec"]["template"]
     assert "annotations" not in plain["metadata"]
+
+
+def test_stage_security_contexts_merge_over_the_restricted_defaults() -> None:
+    config = settings(
+        CATALOGSYNC_FETCHER='{"podSecurityContext": {"runAsUser": null, "fsGroup": 3000,'
+        ' "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},'
+        ' "securityContext": {"readOnlyRootFilesystem": false, "runAsUser": 4000},'
+        ' "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],'
+        ' "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate"}]}'
+    )
+    run = resolve(cr(), config)
+    job = build_job(run, "fetcher", config)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsGroup": 10001,
+        "fsGroup": 3000,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"},
+    }, "override keys win, null removes one, the rest of the defaults stay"
+    assert container(job)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": False,
+        "runAsNonRoot": True,
+        "runAsUser": 4000,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["volumes"][0]["name"] == "scratch"
+    assert pod["volumes"][1] == {"name": "ca", "configMap": {"name": "corporate-ca"}}
+    assert container(job)["volumeMounts"] == [
+        {"name": "scratch", "mountPath": "/tmp"},
+        {"name": "ca", "mountPath": "/etc/ssl/corporate"},
+    ]
+    plain = build_job(run, "maintainer", config)["spec"]["template"]["spec"]
+    assert plain["securityContext"]["runAsUser"] == 10001
+    assert [v["name"] for v in plain["volumes"]] == ["scratch"]
+
+
+def test_a_clash_with_the_scratch_volume_fails_the_run_before_its_jobs() -> None:
+    config = settings(
+        CATALOGSYNC_MAINTAINER='{"extraVolumes": [{"name": "scratch", "emptyDir": {}}]}'
+    )
+    run = resolve(cr(), config)
+    (problem,) = run.pod_problems["maintainer"]
+    assert problem.startswith("maintainer pod: extraVolumes[0]: the name 'scratch'"), problem
+    assert "fetcher" not in run.pod_problems

@@ -48,3 +48,18 @@ def test_statically_invalid_settings_are_named(settings: dict[str, Any], complai
     assert len(found) == 1
     assert found[0].startswith("fetcher pod: ")
     assert complaint in found[0]
+
+
+def test_an_extra_volume_may_not_take_the_scratch_volumes_name_or_path() -> None:
+    found = problems(
+        "maintainer",
+        stage(
+            extra_volumes=[{"name": "scratch", "emptyDir": {}}],
+            extra_volume_mounts=[{"name": "ca", "mountPath": "/tmp"}],
+        ),
+    )
+    assert len(found) == 2, found
+    assert "extraVolumes[0]: the name 'scratch' is the built-in /tmp volume" in found[0]
+    assert "Helm value maintainer.extraVolumes" in found[0]
+    assert "extraVolumeMounts[0]: mountPath /tmp is the built-in scratch volume" in found[1]
+    assert problems("fetcher", stage(extra_volumes=[{"name": "ca", "secret": {}}])) == []

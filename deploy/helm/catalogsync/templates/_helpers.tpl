@@ -124,7 +124,7 @@ A stage's pod settings in the operator's shape (operator/settings.py StagePod). 
 passed, null when unset, because the operator fills keys that are missing from its own defaults.
 */}}
 {{- define "catalogsync.stage" -}}
-{{- $stage := dict "resources" (.resources | default dict) "nodeSelector" (.nodeSelector | default dict) "tolerations" (.tolerations | default list) "affinity" nil "priorityClassName" nil "backoffLimit" .backoffLimit "activeDeadlineSeconds" .activeDeadlineSeconds "scratchSizeLimit" nil "env" (.env | default list) "podLabels" (.podLabels | default dict) "podAnnotations" (.podAnnotations | default dict) -}}
+{{- $stage := dict "resources" (.resources | default dict) "nodeSelector" (.nodeSelector | default dict) "tolerations" (.tolerations | default list) "affinity" nil "priorityClassName" nil "backoffLimit" .backoffLimit "activeDeadlineSeconds" .activeDeadlineSeconds "scratchSizeLimit" nil "env" (.env | default list) "podLabels" (.podLabels | default dict) "podAnnotations" (.podAnnotations | default dict) "podSecurityContext" (.podSecurityContext | default dict) "securityContext" (.securityContext | default dict) "extraVolumes" (.extraVolumes | default list) "extraVolumeMounts" (.extraVolumeMounts | default list) -}}
 {{- if .affinity }}{{- $_ := set $stage "affinity" .affinity -}}{{- end -}}
 {{- if .priorityClassName }}{{- $_ := set $stage "priorityClassName" .priorityClassName -}}{{- end -}}
 {{- if .scratchSizeLimit }}{{- $_ := set $stage "scratchSizeLimit" .scratchSizeLimit -}}{{- end -}}
