@@ -241,6 +241,9 @@ async def cluster(
     pg_dsn: str,
 ) -> AsyncIterator[Cluster]:
     kubectl.apply(JOB_ROLE, namespace)
+    # A bucket of the test's own: the fetcher compares every catalog with the published
+    # latest.ndjson (shrink guard), so one test's catalog must not be another's baseline.
+    await storage_server.create_bucket(namespace)
     setup = Cluster(kubectl, namespace, nodes, storage_server, pg_dsn)
     yield setup
     for operator in setup.operators:
@@ -279,7 +282,12 @@ async def start(
 ) -> Operator:
     secrets = secrets_manifest(medipim, cluster.storage, cluster.dsn)
     cluster.kubectl.apply(secrets, cluster.namespace)
-    env = operator_env(control_plane, medipim, cluster.storage, **extra)
+    env = operator_env(
+        control_plane,
+        medipim,
+        cluster.storage,
+        **{"CATALOGSYNC_STORAGE_BUCKET": cluster.namespace, **extra},
+    )
     operator = cluster.operator(env, tmp_path)
     await until(operator.healthy, "the operator's liveness endpoint", 60)
     return operator

@@ -84,8 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] not in chosen:
         parser().parse_args(args)  # prints usage, help or the version and exits
         return 2
-    module = importlib.import_module(chosen[args[0]][0])
-    result: int = module.main(args[1:])
+    try:
+        module = importlib.import_module(chosen[args[0]][0])
+        result: int = module.main(args[1:])
+    except KeyboardInterrupt:
+        # Ctrl-C reaches a terminal's whole process group, the demo's jobs included: one line
+        # and the shell's exit code for SIGINT, never a traceback.
+        print(f"catalogsync {args[0]}: interrupted", file=sys.stderr)
+        return 130
     return result
 
 
